@@ -1,0 +1,125 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ``ValueError``/``TypeError`` naming the argument, the value received
+and what is allowed (DESIGN.md, "Numerical conventions").
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+TimeLike = Union[float, int, Tensor]
+
+# Times computed in float32 (e.g. a linspace ending at T) may overshoot [0, T] by a few
+# ulps; such values are accepted and clamped. Anything further out is an error.
+_TIME_SLACK = 1e-6
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        if value.numel() <= 6:
+            return f"tensor({value.detach().cpu().tolist()})"
+        return f"tensor of shape {tuple(value.shape)}"
+    return repr(value)
+
+
+def check_real(name: str, value: object, *, positive: bool = False,
+               nonnegative: bool = False, finite: bool = True) -> float:
+    """Return ``value`` as a float after checking it is a real number with the given sign."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)} "
+                        f"of type {type(value).__name__}")
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)} "
+                        f"of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(name: str, value: object, allowed) -> str:
+    """Check that ``value`` is one of ``allowed`` (strings), listing them if not."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of "
+                         f"{', '.join(repr(a) for a in allowed)}")
+    return value
+
+
+def check_state(name: str, x: object, *, min_dim: int = 1) -> Tensor:
+    """Check that ``x`` is a floating tensor [batch, *dims] with finite entries."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [batch, *dims], "
+                        f"got {type(x).__name__}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have shape [batch, *dims] (at least {min_dim} "
+                         f"dimension(s)), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
+               like: Optional[Tensor] = None, name: str = "t") -> Tensor:
+    """Validate a time argument and return it as a [batch] tensor.
+
+    Args:
+        t: a float, a 0-d tensor or a [batch] tensor of times in [0, T].
+        T: the end time of the SDE.
+        batch: the batch size to broadcast to (None: keep t's own length, 1 for scalars).
+        like: a tensor whose dtype and device the result takes (default: t's own, or
+            torch's default dtype on the CPU for Python numbers).
+        name: the argument name used in error messages.
+
+    Returns:
+        A floating [batch] tensor.
+    """
+    dtype = like.dtype if like is not None and like.is_floating_point() else None
+    device = like.device if like is not None else None
+    if isinstance(t, Tensor):
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
+        tt = t.to(dtype=dtype or (t.dtype if t.is_floating_point()
+                                  else torch.get_default_dtype()), device=device)
+    elif isinstance(t, Real) and not isinstance(t, bool):
+        tt = torch.tensor(float(t), dtype=dtype or torch.get_default_dtype(), device=device)
+    else:
+        raise TypeError(f"{name} must be a float or a [batch] tensor, got "
+                        f"{type(t).__name__}")
+    if tt.dim() > 1:
+        raise ValueError(f"{name} must be a float or a 1-D [batch] tensor, got shape "
+                         f"{tuple(tt.shape)}")
+    if tt.dim() == 1 and batch is not None and tt.shape[0] not in (batch, 1):
+        raise ValueError(f"{name} has shape {tuple(tt.shape)} but the state has batch "
+                         f"size {batch}; pass a float or a tensor of shape [{batch}]")
+    if torch.isnan(tt).any():
+        raise ValueError(f"{name} contains NaN: {_describe(t)}")
+    slack = _TIME_SLACK * max(T, 1.0)
+    if (tt < -slack).any() or (tt > T + slack).any():
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got "
+                         f"{_describe(t)} (min {tt.min().item():g}, max {tt.max().item():g})")
+    tt = tt.clamp(0.0, T)
+    n = batch if batch is not None else (tt.shape[0] if tt.dim() == 1 else 1)
+    return tt.reshape(-1).expand(n) if tt.numel() == 1 else tt
+
+
+def batch_view(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, *dims]."""
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))

@@ -1,0 +1,195 @@
+"""Data distributions whose diffused score and density are known in closed form.
+
+For data x_0 ~ sum_k w_k N(mu_k, Sigma_k) and any SDE here, x_t | x_0 ~ N(alpha x_0, std^2 I),
+so the marginal at time t is again a mixture:
+
+    p_t(x) = sum_k w_k N(x; alpha mu_k, alpha^2 Sigma_k + std^2 I),
+    grad log p_t(x) = sum_k r_k(x) C_k^{-1} (alpha mu_k - x),   r_k = posterior responsibility.
+
+A single Gaussian is the one-component case. These are the truth the tests compare
+samplers and likelihoods against; use them to check your own solvers too:
+
+    oracle = GaussianMixture(weights, means, covs, sde=sde)
+    res = scoresde.sample(oracle.score, sde, (n, D), ...)
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._validation import TimeLike, check_int, check_state
+from .sdes import SDE
+
+
+class GaussianMixture:
+    """A Gaussian mixture sum_k w_k N(mu_k, Sigma_k) in D dimensions, and its diffused marginals.
+
+    Args:
+        weights: [K] non-negative, summing to 1.
+        means: [K, D].
+        covs: [K, D, D] symmetric positive definite.
+        sde: the forward SDE defining the marginals at t > 0 (needed for ``score`` and
+            ``log_prob(x, t)``; set later with ``with_sde``).
+
+    Parameters are stored in float64 and cast to the dtype/device of each input.
+    """
+
+    def __init__(self, weights, means, covs, sde: Optional[SDE] = None):
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        mu = torch.as_tensor(means, dtype=torch.float64)
+        cov = torch.as_tensor(covs, dtype=torch.float64)
+        if w.dim() != 1:
+            raise ValueError(f"weights must be 1-D [K], got shape {tuple(w.shape)}")
+        K = w.shape[0]
+        if mu.dim() != 2 or mu.shape[0] != K:
+            raise ValueError(f"means must have shape [K, D] = [{K}, D], got {tuple(mu.shape)}")
+        D = mu.shape[1]
+        if cov.shape != (K, D, D):
+            raise ValueError(f"covs must have shape [K, D, D] = [{K}, {D}, {D}], got "
+                             f"{tuple(cov.shape)}")
+        if (w < 0).any() or not torch.isfinite(w).all():
+            raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
+        if abs(w.sum().item() - 1.0) > 1e-8:
+            raise ValueError(f"weights must sum to 1, got sum {w.sum().item():.10g}")
+        if not torch.allclose(cov, cov.transpose(-1, -2), atol=1e-12, rtol=1e-10):
+            raise ValueError("covs must be symmetric")
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if (info != 0).any():
+            k = int((info != 0).nonzero()[0])
+            raise ValueError(f"covs[{k}] is not positive definite (eigenvalues "
+                             f"{torch.linalg.eigvalsh(cov[k]).tolist()})")
+        if sde is not None and not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a scoresde SDE or None, got {type(sde).__name__}")
+        self.weights, self.means, self.covs, self._chol = w, mu, cov, chol
+        self.sde = sde
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def mean(self) -> Tensor:
+        """Overall mean sum_k w_k mu_k, [D]."""
+        return self.weights @ self.means
+
+    @property
+    def covariance(self) -> Tensor:
+        """Overall covariance sum_k w_k (Sigma_k + mu_k mu_k^T) - mean mean^T, [D, D]."""
+        second = torch.einsum("k,kij->ij", self.weights, self.covs
+                              + self.means[:, :, None] * self.means[:, None, :])
+        m = self.mean
+        return second - m[:, None] * m[None, :]
+
+    def with_sde(self, sde: SDE) -> "GaussianMixture":
+        """The same data distribution, diffused by ``sde``."""
+        return type(self)._rebuild(self, sde)
+
+    @staticmethod
+    def _rebuild(obj: "GaussianMixture", sde: Optional[SDE]) -> "GaussianMixture":
+        return GaussianMixture(obj.weights, obj.means, obj.covs, sde=sde)
+
+    def marginal(self, t: float) -> "GaussianMixture":
+        """The marginal p_t as a mixture: means alpha mu_k, covs alpha^2 Sigma_k + std^2 I."""
+        sde = self._need_sde()
+        alpha, std = sde.marginal_coeffs(torch.tensor([float(t)], dtype=torch.float64))
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(self.weights, alpha * self.means,
+                               alpha ** 2 * self.covs + std ** 2 * eye, sde=None)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None,
+               dtype: Optional[torch.dtype] = None) -> Tensor:
+        """n draws [n, D] from the data distribution.
+
+        Randomness: the component labels (torch.multinomial) first, then one [n, D]
+        standard normal tensor.
+        """
+        n = check_int("n", n, minimum=1)
+        device = generator.device if generator is not None else None
+        k = torch.multinomial(self.weights.to(device), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64, device=device)
+        x = self.means.to(device)[k] + torch.einsum("nij,nj->ni", self._chol.to(device)[k], z)
+        return x.to(dtype or torch.get_default_dtype())
+
+    # -- densities and scores -------------------------------------------------------------
+    def _need_sde(self) -> SDE:
+        if self.sde is None:
+            raise ValueError("this oracle has no SDE: pass sde= to the constructor or use "
+                             ".with_sde(sde) before asking for the marginal at time t")
+        return self.sde
+
+    def _components(self, x: Tensor, t: Optional[TimeLike]
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Per-component log w_k N(x; m_k, C_k) [n, K], and m_k, Cholesky(C_k) broadcastable."""
+        check_state("x", x, min_dim=2)
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape [n, {self.dim}], got {tuple(x.shape)}")
+        opts = dict(dtype=x.dtype, device=x.device)
+        mu, cov, w = self.means.to(**opts), self.covs.to(**opts), self.weights.to(**opts)
+        if t is None:
+            means, chol = mu[None], self._chol.to(**opts)[None]  # [1, K, D], [1, K, D, D]
+        else:
+            tt = self._need_sde().time(t, batch=x.shape[0], like=x)
+            if bool((tt == tt[0]).all()):  # one time for the whole batch: one factorization
+                tt = tt[:1]
+            alpha, std = self.sde.marginal_coeffs_(tt)  # [B] with B in {1, n}
+            eye = torch.eye(self.dim, **opts)
+            means = alpha[:, None, None] * mu[None]
+            cov_t = (alpha ** 2)[:, None, None, None] * cov[None] \
+                + (std ** 2)[:, None, None, None] * eye
+            chol = torch.linalg.cholesky(cov_t)
+        diff = x[:, None, :] - means  # [n, K, D]
+        sol = torch.linalg.solve_triangular(chol, diff[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [B, K]
+        logn = -0.5 * sol.pow(2).sum(-1) - logdet - 0.5 * self.dim * math.log(2 * math.pi)
+        return torch.log(w) + logn, diff, chol
+
+    def log_prob(self, x: Tensor, t: Optional[TimeLike] = None) -> Tensor:
+        """log p_t(x) in nats, [n]; t None (default) gives the data density p_0 itself.
+
+        Note that under a VESDE the marginal at t = 0 has std sigma_min (score_sde's
+        convention), so log_prob(x, 0.0) differs from log_prob(x).
+        """
+        logw, _, _ = self._components(x, t)
+        return torch.logsumexp(logw, dim=-1)
+
+    def score(self, x: Tensor, t: TimeLike) -> Tensor:
+        """grad_x log p_t(x), [n, D]: usable directly as the score function of a sampler."""
+        logw, diff, chol = self._components(x, t)
+        resp = torch.softmax(logw, dim=-1)  # [n, K]
+        # C_k^{-1} (x - m_k) by two triangular solves with the Cholesky factor
+        prec_diff = torch.cholesky_solve(diff[..., None], chol)[..., 0]
+        return -(resp[..., None] * prec_diff).sum(1)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(K={self.weights.shape[0]}, D={self.dim}, "
+                f"sde={self.sde!r})")
+
+
+class GaussianData(GaussianMixture):
+    """Gaussian data N(mean, cov) in D dimensions, and its diffused marginals
+    N(alpha mean, alpha^2 cov + std^2 I) (one-component :class:`GaussianMixture`).
+
+    Args:
+        mean: [D]. cov: [D, D] symmetric positive definite. sde: as for GaussianMixture.
+    """
+
+    def __init__(self, mean, cov, sde: Optional[SDE] = None):
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        if mean.dim() != 1:
+            raise ValueError(f"mean must be 1-D [D], got shape {tuple(mean.shape)}")
+        D = mean.shape[0]
+        if cov.shape != (D, D):
+            raise ValueError(f"cov must have shape [D, D] = [{D}, {D}], got {tuple(cov.shape)}")
+        super().__init__(torch.ones(1, dtype=torch.float64), mean[None], cov[None], sde=sde)
+
+    @staticmethod
+    def _rebuild(obj: "GaussianMixture", sde: Optional[SDE]) -> "GaussianData":
+        return GaussianData(obj.means[0], obj.covs[0], sde=sde)
+
+    def marginal(self, t: float) -> "GaussianData":
+        m = super().marginal(t)
+        return GaussianData(m.means[0], m.covs[0])

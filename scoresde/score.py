@@ -1,0 +1,124 @@
+"""Score parametrizations: turn a noise-, data-, v- or score-predicting network into a score.
+
+With x_t = alpha x_0 + std eps (alpha, std from ``sde.marginal_coeffs``), the four targets
+are related by (Ho et al. 2020; Salimans & Ho 2022, App. D; Song et al. 2021, eq. 7):
+
+    score(x, t) = -eps / std                        (epsilon prediction)
+    eps         = (x - alpha x0) / std              (sample / x0 prediction)
+    eps         = (std x + alpha v) / (alpha^2 + std^2),  v = alpha eps - std x0
+                                                    (v prediction; alpha^2 + std^2 = 1 for VP)
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import TimeLike, batch_view, check_choice, check_real, check_state
+from .sdes import DiscreteVPSDE, SDE
+
+PREDICTIONS = ("epsilon", "sample", "v_prediction", "score")
+TIME_INPUTS = ("scaled", "t", "sigma", "index", "fractional_index")
+
+
+class ScoreModel(nn.Module):
+    """A score function s(x, t) = grad_x log p_t(x) built from a network.
+
+    Args:
+        net: callable ``net(x, t_in) -> tensor shaped like x`` with ``t_in`` a [batch] tensor.
+        sde: the forward SDE the network was trained with.
+        prediction: what the network predicts: "epsilon" (the noise), "sample" (x_0),
+            "v_prediction" (v = alpha eps - std x_0) or "score".
+        time_input: what the network receives as ``t_in``: "index" (torch.long DDPM index
+            round(t N - 1); default for a DiscreteVPSDE), "fractional_index" (t N - 1 as a
+            float), "scaled" (t * time_scale; default for continuous SDEs, as score_sde's
+            t * 999), "t", or "sigma" (the marginal std(t), as in NCSN/EDM-style networks).
+        time_scale: the factor for "scaled" (default 999).
+
+    Calling ``model(x, t)`` returns the score shaped like x; ``model.eps(x, t)`` the noise
+    prediction and ``model.x0(x, t)`` the denoised estimate.
+    """
+
+    def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
+                 prediction: str = "epsilon", time_input: Optional[str] = None,
+                 time_scale: float = 999.0):
+        super().__init__()
+        if not callable(net):
+            raise TypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a scoresde SDE (VPSDE, VESDE, ...), got "
+                            f"{type(sde).__name__}")
+        self.net = net
+        self.sde = sde
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        if time_input is None:
+            time_input = "index" if isinstance(sde, DiscreteVPSDE) else "scaled"
+        self.time_input = check_choice("time_input", time_input, TIME_INPUTS)
+        if self.time_input in ("index", "fractional_index") and not isinstance(sde, DiscreteVPSDE):
+            raise ValueError(f"time_input={time_input!r} needs a DiscreteVPSDE, got "
+                             f"{type(sde).__name__}; use 'scaled', 't' or 'sigma'")
+        self.time_scale = check_real("time_scale", time_scale, positive=True)
+
+    def extra_repr(self) -> str:
+        return f"sde={self.sde!r}, prediction={self.prediction!r}, time_input={self.time_input!r}"
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """The [batch] time input the network receives for validated times t."""
+        if self.time_input == "index":
+            return torch.round(t * self.sde.N - 1.0).clamp(0, self.sde.N - 1).long()
+        if self.time_input == "fractional_index":
+            return (t * self.sde.N - 1.0).clamp(min=0.0)
+        if self.time_input == "scaled":
+            return t * self.time_scale
+        if self.time_input == "sigma":
+            return self.sde.marginal_coeffs_(t)[1]
+        return t
+
+    def _output(self, x: Tensor, t: TimeLike):
+        check_state("x", x)
+        t = self.sde.time(t, batch=x.shape[0], like=x)
+        out = self.net(x, self.network_time(t))
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
+                             f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out)}")
+        alpha, std = self.sde.marginal_coeffs_(t)
+        return out, batch_view(alpha, x), batch_view(std, x)
+
+    def eps(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The noise prediction eps(x, t), shaped like x."""
+        out, alpha, std = self._output(x, t)
+        return _to_eps(self.prediction, out, x, alpha, std)
+
+    def x0(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The denoised estimate x0 = (x - std eps)/alpha (Tweedie's formula), shaped like x."""
+        out, alpha, std = self._output(x, t)
+        if self.prediction == "sample":
+            return out
+        return (x - std * _to_eps(self.prediction, out, x, alpha, std)) / alpha
+
+    def forward(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The score grad_x log p_t(x), shaped like x."""
+        out, alpha, std = self._output(x, t)
+        if self.prediction == "score":
+            return out
+        return -_to_eps(self.prediction, out, x, alpha, std) / std
+
+
+def _to_eps(prediction: str, out: Tensor, x: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
+    if prediction == "epsilon":
+        return out
+    if prediction == "sample":
+        return (x - alpha * out) / std
+    if prediction == "v_prediction":
+        return (std * x + alpha * out) / (alpha ** 2 + std ** 2)
+    return -std * out  # "score"
+
+
+def score_from_eps(eps_net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
+                   **kwargs) -> ScoreModel:
+    """The score s(x, t) = -eps(x, t)/std(t) of a noise-predicting network (Song et al. 2021, eq. 7).
+
+    Keyword arguments go to :class:`ScoreModel` (e.g. ``time_input``).
+    """
+    return ScoreModel(eps_net, sde, prediction="epsilon", **kwargs)

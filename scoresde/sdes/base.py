@@ -1,0 +1,168 @@
+"""The forward-SDE interface shared by every noise schedule.
+
+Every SDE here is linear with scalar coefficients,
+
+    dx = f(t) x dt + g(t) dw,                          (Song et al. 2021, eq. 5)
+
+so that x_t | x_0 ~ N(alpha(t) x_0, std(t)^2 I). A subclass gives two things: the
+coefficients (f, g) and the marginal coefficients (alpha, std); every other method
+(drift/diffusion, marginals, prior, exact discretization, log-SNR) is written once here.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .._validation import TimeLike, batch_view, check_int, check_state, check_time
+
+
+class SDE(abc.ABC):
+    """A linear forward SDE on [0, T] with a Gaussian prior N(0, prior_std^2 I).
+
+    Attributes:
+        T: end time (1 for every schedule here).
+        N: default number of discretization steps (Song et al. 2021, App. E).
+    """
+
+    T: float = 1.0
+
+    def __init__(self, N: int = 1000):
+        self.N = check_int("N", N, minimum=1)
+
+    # -- what a schedule defines -----------------------------------------------------
+    @abc.abstractmethod
+    def coefficients(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        """(f(t), g(t)), each [batch], for a validated [batch] time tensor."""
+
+    @abc.abstractmethod
+    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        """(alpha(t), std(t)), each [batch], for a validated [batch] time tensor."""
+
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the prior N(0, prior_std^2 I) at t = T."""
+        return 1.0
+
+    def config(self) -> dict:
+        """The constructor arguments, for checkpoints and ``repr``."""
+        return {}
+
+    # -- the shared interface --------------------------------------------------------
+    def time(self, t: TimeLike, *, batch: Optional[int] = None,
+             like: Optional[Tensor] = None) -> Tensor:
+        """Validate ``t`` (float or [batch] tensor in [0, T]) and return a [batch] tensor."""
+        return check_time(t, self.T, batch=batch, like=like)
+
+    def sde(self, x: Tensor, t: TimeLike) -> Tuple[Tensor, Tensor]:
+        """Drift f(t) x (shaped like x) and diffusion g(t) ([batch]) at x, t."""
+        check_state("x", x)
+        t = self.time(t, batch=x.shape[0], like=x)
+        f, g = self.coefficients(t)
+        return batch_view(f, x) * x, g
+
+    def marginal_coeffs(self, t: TimeLike) -> Tuple[Tensor, Tensor]:
+        """(alpha(t), std(t)), each [batch]: x_t = alpha x_0 + std z, z ~ N(0, I)."""
+        return self.marginal_coeffs_(self.time(t))
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> Tuple[Tensor, Tensor]:
+        """Mean (shaped like x0) and std ([batch]) of the transition x_t | x_0."""
+        check_state("x0", x0)
+        t = self.time(t, batch=x0.shape[0], like=x0)
+        alpha, std = self.marginal_coeffs_(t)
+        return batch_view(alpha, x0) * x0, std
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021)."""
+        alpha, std = self.marginal_coeffs(t)
+        return 2.0 * (torch.log(alpha) - torch.log(std))
+
+    def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                       dtype: Optional[torch.dtype] = None,
+                       device: Optional[torch.device] = None) -> Tensor:
+        """A draw from the prior N(0, prior_std^2 I) of the given shape [batch, *dims]."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 1 or any(s < 1 for s in shape):
+            raise ValueError(f"shape must be [batch, *dims] with positive sizes, got {shape}")
+        if generator is not None and device is None:
+            device = generator.device
+        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return self.prior_std * z
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """[batch] log-density (nats) of z under the prior N(0, prior_std^2 I)."""
+        check_state("z", z)
+        d = z[0].numel()
+        s2 = self.prior_std ** 2
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
+        return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * sq / s2
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: Optional[float] = None
+                   ) -> Tuple[Tensor, Tensor]:
+        """One forward step from t - dt to t as x_t = x_{t-dt} + f + G z (Song et al. 2021, App. E).
+
+        We use the exact transition of the linear SDE rather than its Euler step: with
+        a = alpha(t)/alpha(t-dt), f = (a - 1) x and G^2 = std(t)^2 - a^2 std(t-dt)^2.
+        For VP this is Song et al.'s f = (sqrt(1 - beta_i) - 1) x, G = sqrt(beta_i) with
+        beta_i = 1 - alphabar(t)/alphabar(t-dt) (DDPM's beta at index times); for VE it is
+        their G = sqrt(sigma_i^2 - sigma_{i-1}^2).
+
+        Args:
+            x: state [batch, *dims] at time t.
+            t: float or [batch] times in [0, T].
+            dt: step length > 0 (default T / N); t - dt is clamped at 0.
+        Returns:
+            f shaped like x and G of shape [batch].
+        """
+        check_state("x", x)
+        t = self.time(t, batch=x.shape[0], like=x)
+        dt = self.T / self.N if dt is None else dt
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0, got {dt}")
+        s = (t - dt).clamp(min=0.0)
+        alpha_t, std_t = self.marginal_coeffs_(t)
+        alpha_s, std_s = self.marginal_coeffs_(s)
+        a = alpha_t / alpha_s
+        G2 = (std_t ** 2 - a ** 2 * std_s ** 2).clamp(min=0.0)
+        return batch_view(a - 1.0, x) * x, torch.sqrt(G2)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items()
+                         if not isinstance(v, (list, Tensor)))
+        return f"{type(self).__name__}({args})"
+
+
+class VPTypeSDE(SDE):
+    """A variance-preserving SDE: f = -beta(t)/2, g = sqrt(beta(t)), std^2 = 1 - alpha^2.
+
+    A schedule gives ``log_alpha(t)`` = log of the mean coefficient = (1/2) log alphabar(t)
+    and ``beta(t)`` = -2 d/dt log_alpha(t) (Song et al. 2021, eq. 11 and App. B).
+    """
+
+    @abc.abstractmethod
+    def log_alpha_(self, t: Tensor) -> Tensor:
+        """log alpha(t) = (1/2) log alphabar(t) for a validated [batch] tensor."""
+
+    @abc.abstractmethod
+    def beta_(self, t: Tensor) -> Tensor:
+        """beta(t) for a validated [batch] tensor."""
+
+    def beta(self, t: TimeLike) -> Tensor:
+        """The noise rate beta(t), [batch]."""
+        return self.beta_(self.time(t))
+
+    def alphas_cumprod(self, t: TimeLike) -> Tensor:
+        """alphabar(t) = alpha(t)^2, [batch]; DDPM's cumulative product of (1 - beta_i)."""
+        return torch.exp(2.0 * self.log_alpha_(self.time(t)))
+
+    def coefficients(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        beta = self.beta_(t)
+        return -0.5 * beta, torch.sqrt(beta)
+
+    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        log_alpha = self.log_alpha_(t)
+        # std = sqrt(1 - alphabar), with expm1 for accuracy as t -> 0.
+        return torch.exp(log_alpha), torch.sqrt((-torch.expm1(2.0 * log_alpha)).clamp(min=0.0))
