@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._validation import TimeLike, batch_view, check_int, check_state, check_time
+from .._validation import TimeLike, batch_view, check_int, check_real, check_state, check_time
 
 
 class SDE(abc.ABC):
@@ -100,7 +100,7 @@ class SDE(abc.ABC):
         sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
         return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * sq / s2
 
-    def discretize(self, x: Tensor, t: TimeLike, dt: Optional[float] = None
+    def discretize(self, x: Tensor, t: TimeLike, dt: Union[float, Tensor, None] = None
                    ) -> Tuple[Tensor, Tensor]:
         """One forward step from t - dt to t as x_t = x_{t-dt} + f + G z (Song et al. 2021, App. E).
 
@@ -113,15 +113,20 @@ class SDE(abc.ABC):
         Args:
             x: state [batch, *dims] at time t.
             t: float or [batch] times in [0, T].
-            dt: step length > 0 (default T / N); t - dt is clamped at 0.
+            dt: step length > 0, a float or [batch] tensor (default T / N); t - dt is
+                clamped at 0.
         Returns:
             f shaped like x and G of shape [batch].
         """
         check_state("x", x)
         t = self.time(t, batch=x.shape[0], like=x)
-        dt = self.T / self.N if dt is None else dt
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0, got {dt}")
+        if dt is None:
+            dt = self.T / self.N
+        elif isinstance(dt, Tensor):
+            if not bool((dt > 0).all()):
+                raise ValueError(f"dt must be > 0, got {dt.min().item()}")
+        else:
+            dt = check_real("dt", dt, positive=True)
         s = (t - dt).clamp(min=0.0)
         alpha_t, std_t = self.marginal_coeffs_(t)
         alpha_s, std_s = self.marginal_coeffs_(s)

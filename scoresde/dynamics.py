@@ -1,0 +1,64 @@
+"""The reverse-time SDE and the probability-flow ODE of a forward SDE and a score.
+
+For the forward SDE dx = f(t) x dt + g(t) dw and a score s(x, t) ~ grad log p_t(x):
+
+    reverse SDE       dx = [f(t) x - g(t)^2 s(x, t)] dt + g(t) dw_bar   (Song et al. 2021, eq. 6)
+    probability flow  dx/dt = f(t) x - g(t)^2 s(x, t) / 2                (Song et al. 2021, eq. 13)
+
+Both are handed to ``solvers`` as functions of (t, x) with t a 0-d tensor, which we
+broadcast to the [batch] time the score expects. Time runs from T down to the end time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+from torch import Tensor
+
+from ._validation import batch_view
+from .sdes import SDE
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def batch_time(t: Tensor, x: Tensor) -> Tensor:
+    """A 0-d (or [batch]) solver time as a [batch] tensor of x's dtype and device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
+
+
+def call_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    """Evaluate score(x, t) with t a [batch] tensor and check the result's shape."""
+    s = score(x, t)
+    if not isinstance(s, Tensor) or s.shape != x.shape:
+        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        raise ValueError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
+                         f"got {got}")
+    return s
+
+
+def reverse_sde(sde: SDE, score: ScoreFn) -> Tuple[Callable, Callable]:
+    """(drift, diffusion) of the reverse-time SDE as functions of (t, x).
+
+    drift(t, x) = f(t) x - g(t)^2 s(x, t) is shaped like x; diffusion(t, x) = g(t) is
+    shaped [batch, 1, ...] so that it broadcasts against x (diagonal noise).
+    """
+    def drift(t: Tensor, x: Tensor) -> Tensor:
+        tb = batch_time(t, x)
+        f, g = sde.coefficients(tb)
+        return batch_view(f, x) * x - batch_view(g ** 2, x) * call_score(score, x, tb)
+
+    def diffusion(t: Tensor, x: Tensor) -> Tensor:
+        return batch_view(sde.coefficients(batch_time(t, x))[1], x)
+
+    return drift, diffusion
+
+
+def probability_flow(sde: SDE, score: ScoreFn) -> Callable[[Tensor, Tensor], Tensor]:
+    """The probability-flow ODE vector field v(t, x) = f(t) x - g(t)^2 s(x, t) / 2."""
+    def field(t: Tensor, x: Tensor) -> Tensor:
+        tb = batch_time(t, x)
+        f, g = sde.coefficients(tb)
+        return batch_view(f, x) * x - 0.5 * batch_view(g ** 2, x) * call_score(score, x, tb)
+
+    return field

@@ -1,0 +1,93 @@
+"""Time grids for fixed-step samplers, from T down to the end time.
+
+    uniform    t_k = T + (eps - T) k/n                       (Song et al. 2021)
+    quadratic  t_k = eps + (T - eps) (1 - k/n)^2             (dense near eps; Song, Meng & Ermon 2021, App. D.1)
+    logsnr     lambda(t_k) uniform in k between lambda(T) and lambda(eps), lambda = log(alpha^2/std^2)
+               (Lu et al. 2022, Sec. 3.3; Kingma et al. 2021)
+    karras     std(t_k)/alpha(t_k) = (s_max^(1/rho) + k/n (s_min^(1/rho) - s_max^(1/rho)))^rho,
+               rho = 7 (Karras et al. 2022, eq. 5)
+
+For a DiscreteVPSDE the DDPM samplers use index times instead: ``index_grid``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._validation import check_choice, check_int, check_real
+from .sdes import DiscreteVPSDE, SDE
+
+GRIDS = ("uniform", "quadratic", "logsnr", "karras")
+
+
+def _invert_monotone(fn, targets: Tensor, lo: float, hi: float, increasing: bool,
+                     iters: int = 100) -> Tensor:
+    """Solve fn(t) = target for t in [lo, hi] by bisection (fn monotone); float64."""
+    a = torch.full_like(targets, lo)
+    b = torch.full_like(targets, hi)
+    for _ in range(iters):
+        m = 0.5 * (a + b)
+        below = fn(m) < targets
+        go_right = below if increasing else ~below
+        a = torch.where(go_right, m, a)
+        b = torch.where(go_right, b, m)
+    return 0.5 * (a + b)
+
+
+def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform",
+              rho: float = 7.0) -> Tensor:
+    """A float64 grid [steps + 1] from t_0 = T down to t_steps = eps (both included)."""
+    steps = check_int("steps", steps, minimum=1)
+    eps = check_real("eps", eps, nonnegative=True)
+    if not eps < sde.T:
+        raise ValueError(f"eps must be < T = {sde.T}, got {eps}")
+    check_choice("grid", kind, GRIDS)
+    T = sde.T
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    if kind == "uniform":
+        ts = T + (eps - T) * u
+    elif kind == "quadratic":
+        ts = eps + (T - eps) * (1.0 - u) ** 2
+    else:
+        if kind == "logsnr":
+            hi_t = torch.tensor([T], dtype=torch.float64)
+            lo_t = torch.tensor([max(eps, 1e-12)], dtype=torch.float64)
+            lam = sde.log_snr(hi_t) + u * (sde.log_snr(lo_t) - sde.log_snr(hi_t))
+            fn = sde.log_snr
+        else:
+            check_real("rho", rho, positive=True)
+            def noise_ratio(t: Tensor) -> Tensor:  # std/alpha: EDM's sigma
+                alpha, std = sde.marginal_coeffs(t)
+                return std / alpha
+            s_max = noise_ratio(torch.tensor([T], dtype=torch.float64))
+            s_min = noise_ratio(torch.tensor([max(eps, 1e-12)], dtype=torch.float64))
+            lam = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+            fn = noise_ratio
+        # log-SNR falls with t, std/alpha rises: invert by bisection on [eps, T]
+        ts = _invert_monotone(fn, lam, max(eps, 1e-12), T, increasing=(kind == "karras"))
+        ts[0], ts[-1] = T, eps
+    return ts
+
+
+def index_grid(sde: DiscreteVPSDE, steps: int, kind: str = "uniform") -> Tensor:
+    """DDPM/DDIM grid: ``steps`` distinct index times from t_{N-1} = T down to t_0, then 0.
+
+    Indices are round(linspace(N-1, 0, steps)) ("uniform") or N-1 - round((N-1) u^2)
+    reversed ("quadratic", dense near 0). Returns a float64 tensor [steps + 1] whose last
+    entry is 0: the final update produces x_0 (DDPM Algorithm 2, DDIM eq. 12 with alphabar_0 = 1).
+    """
+    steps = check_int("steps", steps, minimum=1)
+    if steps > sde.N:
+        raise ValueError(f"steps must be <= N = {sde.N} for a DiscreteVPSDE, got {steps}")
+    check_choice("grid", kind, ("uniform", "quadratic"))
+    u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    if kind == "uniform":
+        idx = torch.round((sde.N - 1) * (1.0 - u))
+    else:
+        idx = torch.round((sde.N - 1) * (1.0 - u) ** 2)
+    idx = torch.unique(idx.long())  # ascending, distinct
+    if idx.numel() != steps:
+        raise ValueError(f"grid={kind!r} with steps={steps} gives repeated indices for "
+                         f"N = {sde.N}; use fewer steps or grid='uniform'")
+    ts = sde.index_to_time(idx.flip(0))
+    return torch.cat([ts, ts.new_zeros(1)])

@@ -1,0 +1,270 @@
+"""``sample``: one entry point for every sampler, chosen by name per call."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+import solvers
+
+from .._validation import batch_view, check_choice, check_int, check_real
+from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
+from ..grids import GRIDS, index_grid, time_grid
+from ..sdes import SDE, DiscreteVPSDE, VPTypeSDE
+from . import updates
+from .correctors import CORRECTORS
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    Attributes:
+        x: the samples [batch, *dims] at the end time (after the denoising step if asked).
+        nfe: score/network evaluations actually made (counted, not computed).
+        stats: solver statistics: steps, and accepted/rejected steps for adaptive solves.
+        ts: the times of ``trajectory`` (or of the grid for fixed-step samplers), or None.
+        trajectory: [n_times, batch, *dims] states when return_trajectory=True, else None.
+    """
+    x: Tensor
+    nfe: int
+    stats: Dict[str, Any] = field(default_factory=dict)
+    ts: Optional[Tensor] = None
+    trajectory: Optional[Tensor] = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    score: ScoreFn           # counted
+    sde: SDE
+    noise: Any               # solvers noise source (draw(like) -> z)
+    generator: Optional[torch.Generator]
+    loop: Dict[str, Any]     # progress, callback, save_trajectory
+    opts: Dict[str, Any]
+
+
+# -- runners: one per family of samplers ---------------------------------------------
+def _predictor_step(ctx: _Context, update, t_last: float, **kwargs):
+    """A solvers step (x, t0, t1, noise) -> x running one predictor update."""
+    def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
+        mean, scale = update(ctx.sde, ctx.score, x, batch_time(t0, x), batch_time(t1, x), **kwargs)
+        if scale is None or float(t1) == t_last:
+            return mean
+        return mean + scale * noise.draw(x)
+    return step
+
+
+def _fixed_grid(ctx: _Context, x: Tensor) -> Tensor:
+    return time_grid(ctx.sde, ctx.opts["steps"], ctx.opts["eps"], ctx.opts["grid"]).to(x)
+
+
+def _run_predictor(name: str):
+    update = updates.PREDICTORS[name]
+
+    def run(ctx: _Context, x: Tensor):
+        ts = _fixed_grid(ctx, x)
+        return solvers.integrate(_predictor_step(ctx, update, ts[-1].item()), x, ts,
+                                 noise=ctx.noise, **ctx.loop)
+    return run
+
+
+def _run_pc(ctx: _Context, x: Tensor):
+    o = ctx.opts
+    check_choice("predictor", o["predictor"], tuple(updates.PREDICTORS))
+    check_choice("corrector", o["corrector"], tuple(CORRECTORS))
+    snr = check_real("snr", o["snr"], positive=True)
+    n_corr = check_int("corrector_steps", o["corrector_steps"], minimum=0)
+    corrector = CORRECTORS[o["corrector"]]
+    ts = _fixed_grid(ctx, x)
+    predict = _predictor_step(ctx, updates.PREDICTORS[o["predictor"]], ts[-1].item())
+
+    # score_sde's order (pc_sampler): correct at t_i, then predict t_i -> t_{i+1}, so the
+    # last update is the predictor's noise-free mean.
+    def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
+        if corrector is not None:
+            tb = batch_time(t0, x)
+            for _ in range(n_corr):
+                x = corrector(ctx.sde, ctx.score, x, tb, snr, noise.draw)
+        return predict(x, t0, t1, noise)
+
+    return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
+
+
+def _run_ode_fixed(method: str):
+    def run(ctx: _Context, x: Tensor):
+        ts = _fixed_grid(ctx, x)
+        return solvers.odeint_fixed(probability_flow(ctx.sde, ctx.score), x, ts,
+                                    method=method, **ctx.loop)
+    return run
+
+
+def _run_ode(ctx: _Context, x: Tensor):
+    o = ctx.opts
+    eps = check_real("eps", o["eps"], nonnegative=True)
+    return solvers.odeint_adaptive(
+        probability_flow(ctx.sde, ctx.score), x, ctx.sde.T, eps, method=o["method"],
+        rtol=o["rtol"], atol=o["atol"], max_steps=o["max_steps"],
+        t_eval=None, progress=ctx.loop["progress"])
+
+
+def _run_sde_adaptive(ctx: _Context, x: Tensor):
+    o = ctx.opts
+    eps = check_real("eps", o["eps"], nonnegative=True)
+    drift, diffusion = reverse_sde(ctx.sde, ctx.score)
+    return solvers.sdeint_torchsde(drift, diffusion, x, ctx.sde.T, eps, method=o["method"],
+                                   dt=o["dt"], adaptive=True, rtol=o["rtol"], atol=o["atol"],
+                                   generator=ctx.generator)
+
+
+def _run_ddpm(ctx: _Context, x: Tensor):
+    sde = ctx.sde
+    ts = index_grid(sde, sde.N if ctx.opts["steps"] is None else ctx.opts["steps"],
+                    ctx.opts["grid"]).to(x)
+    step = _predictor_step(ctx, updates.ancestral, ts[-1].item())
+    return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
+
+
+def _run_ddim(ctx: _Context, x: Tensor):
+    sde, o = ctx.sde, ctx.opts
+    eta = check_real("eta", o["eta"], nonnegative=True)
+    if isinstance(sde, DiscreteVPSDE):
+        ts = index_grid(sde, o["steps"], o["grid"])
+    else:  # steps network evaluations from T to eps, then the final update to t = 0
+        steps = check_int("steps", o["steps"], minimum=1)
+        ts = (torch.tensor([sde.T], dtype=torch.float64) if steps == 1 else
+              time_grid(sde, steps - 1, o["eps"], o["grid"]))
+        ts = torch.cat([ts, ts.new_zeros(1)])
+    ts = ts.to(x)
+    step = _predictor_step(ctx, updates.ddim, ts[-1].item(), eta=eta)
+    return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
+
+
+# -- the registry ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class SolverSpec:
+    """A named sampler: how to run it, which options it takes (with defaults), what it is."""
+    run: Callable[[_Context, Tensor], Any]
+    options: Mapping[str, Any]
+    summary: str
+    requires: Optional[type] = None   # SDE class it needs, if any
+
+
+_GRID = {"steps": None, "eps": 1e-3, "grid": "uniform", "denoise": False}
+_ADAPTIVE = {"rtol": 1e-5, "atol": 1e-5, "eps": 1e-3, "denoise": False}
+
+SOLVERS: Dict[str, SolverSpec] = {
+    "euler_maruyama": SolverSpec(_run_predictor("euler_maruyama"), _GRID,
+                                 "Euler–Maruyama on the reverse SDE (Song et al. 2021, eq. 6)"),
+    "reverse_diffusion": SolverSpec(_run_predictor("reverse_diffusion"), _GRID,
+                                    "reverse diffusion predictor (Song et al. 2021, App. E)"),
+    "ancestral": SolverSpec(_run_predictor("ancestral"), _GRID,
+                            "ancestral sampling (Song et al. 2021, App. F; DDPM for VP)"),
+    "pc": SolverSpec(_run_pc, {**_GRID, "predictor": "reverse_diffusion",
+                               "corrector": "langevin", "snr": 0.16, "corrector_steps": 1},
+                     "predictor–corrector (Song et al. 2021, Alg. 1, 4, 5)"),
+    "ode": SolverSpec(_run_ode, {**_ADAPTIVE, "method": "dopri5", "max_steps": 10_000},
+                      "adaptive probability-flow ODE (Song et al. 2021, eq. 13)"),
+    "ode_euler": SolverSpec(_run_ode_fixed("euler"), _GRID, "probability-flow ODE, Euler"),
+    "ode_heun": SolverSpec(_run_ode_fixed("heun"), _GRID, "probability-flow ODE, Heun (RK2)"),
+    "ode_rk4": SolverSpec(_run_ode_fixed("rk4"), _GRID,
+                          "probability-flow ODE, classical Runge–Kutta (RK4)"),
+    "sde_adaptive": SolverSpec(_run_sde_adaptive, {"rtol": 1e-3, "atol": 1e-3, "eps": 1e-3,
+                                                   "denoise": False, "method": "srk",
+                                                   "dt": 1e-2},
+                               "adaptive reverse-SDE solve by torchsde"),
+    "ddpm": SolverSpec(_run_ddpm, {"steps": None, "grid": "uniform"},
+                       "DDPM ancestral sampler (Ho et al. 2020, Alg. 2), on all N steps or a subset",
+                       requires=DiscreteVPSDE),
+    "ddim": SolverSpec(_run_ddim, {"steps": 50, "eta": 0.0, "grid": "uniform", "eps": 1e-3},
+                       "DDIM (Song, Meng & Ermon 2021, eq. 12)", requires=VPTypeSDE),
+}
+
+_DEFAULT_STEPS = {"ode_euler": 100, "ode_heun": 100, "ode_rk4": 100}
+
+
+def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *,
+           generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None,
+           dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None,
+           progress: bool = False, callback: Optional[Callable[[int, float, Tensor], None]] = None,
+           return_trajectory: bool = False, **options: Any) -> SampleResult:
+    """Draw samples by integrating the reverse-time SDE or the probability-flow ODE.
+
+    Args:
+        score: s(x, t) -> tensor shaped like x, t a [batch] tensor (e.g. a ScoreModel or
+            an oracle's ``score``).
+        sde: the forward SDE.
+        shape: [batch, *dims] of the samples.
+        solver: a name from ``SOLVERS`` (see ``scoresde.samplers.list_solvers()``).
+        generator: torch.Generator for all randomness: the prior is drawn first, then one
+            standard normal tensor shaped like x per stochastic update, in order.
+        x_T: start from this state at t = T instead of a prior draw.
+        dtype, device: of the samples (default: torch's default dtype, the generator's device).
+        progress: show a tqdm bar. callback: called as callback(step, t, x) after each
+            fixed-grid step. return_trajectory: keep every state in ``result.trajectory``.
+        **options: the solver's own options, e.g. steps, eps (end time), grid ("uniform",
+            "quadratic", "logsnr", "karras"), denoise (a final Tweedie step
+            x0 = (x + std^2 score)/alpha), predictor, corrector, snr, corrector_steps
+            ("pc"), method, rtol, atol, max_steps ("ode"), eta ("ddim"). An option the
+            solver does not take is an error.
+
+    Returns:
+        SampleResult with x [batch, *dims], nfe (counted score evaluations), stats.
+    """
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scoresde SDE, got {type(sde).__name__}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
+    spec = SOLVERS[solver]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to solver {solver!r}; "
+                         f"its options are: {', '.join(spec.options) or 'none'}")
+    if spec.requires is not None and not isinstance(sde, spec.requires):
+        raise TypeError(f"solver {solver!r} needs a {spec.requires.__name__}, got "
+                        f"{type(sde).__name__}")
+    opts = {**spec.options, **options}
+    if "steps" in opts and opts["steps"] is None and solver != "ddpm":
+        opts["steps"] = _DEFAULT_STEPS.get(solver, sde.N)
+    if "grid" in opts:
+        check_choice("grid", opts["grid"], GRIDS)
+
+    if x_T is None:
+        x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
+    else:
+        if not isinstance(x_T, Tensor) or tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T must be a tensor of shape {tuple(shape)}, got "
+                             f"{tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T)}")
+        x = x_T.to(dtype=dtype or x_T.dtype, device=device or x_T.device)
+
+    counted = solvers.CountingFunction(score)
+    ctx = _Context(score=counted, sde=sde, noise=solvers.GaussianNoise(generator),
+                   generator=generator, opts=opts,
+                   loop={"progress": progress, "callback": callback,
+                         "save_trajectory": return_trajectory})
+    if callback is not None and solver in ("ode", "sde_adaptive"):
+        raise ValueError(f"callback applies to fixed-grid solvers, not {solver!r}")
+    sol = spec.run(ctx, x)
+    x = sol.x
+    if opts.get("denoise"):
+        x = tweedie_denoise(counted, sde, x, float(opts["eps"]))
+    stats = dict(sol.stats)
+    stats["nfe"] = counted.calls
+    return SampleResult(x=x, nfe=counted.calls, stats=stats, ts=sol.ts,
+                        trajectory=sol.xs if return_trajectory else None)
+
+
+def tweedie_denoise(score: ScoreFn, sde: SDE, x: Tensor, t: float) -> Tensor:
+    """Tweedie's formula E[x_0 | x_t] = (x_t + std^2 score(x_t, t))/alpha (Efron 2011;
+    Song et al. 2021, App. G), one score evaluation."""
+    tb = sde.time(t, batch=x.shape[0], like=x)
+    alpha, std = sde.marginal_coeffs_(tb)
+    return (x + batch_view(std ** 2, x) * call_score(score, x, tb)) / batch_view(alpha, x)
+
+
+def list_solvers() -> Dict[str, str]:
+    """Solver name -> one-line description with its source."""
+    return {name: spec.summary for name, spec in SOLVERS.items()}
