@@ -1,0 +1,42 @@
+"""solvers: time-stepping numerics on torch tensors (ODEs, SDEs, predictor--corrector).
+
+Knows about tensors, time, vector fields, noise and tolerances; nothing about diffusion.
+"""
+from .counting import CountingFunction
+from .errors import MaxStepsError, NonFiniteStateError, SolverError
+from .loop import integrate
+from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise
+from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
+from .ode_fixed import FIXED_ODE_METHODS, ButcherTableau, odeint_fixed, rk_step
+from .pc import langevin_corrector_step, predictor_corrector_step
+from .result import Solution
+from .sde import FIXED_SDE_METHODS, broadcast_diffusion, euler_maruyama_step, sdeint_fixed
+from .sde_torchsde import TORCHSDE_METHODS, sdeint_torchsde
+
+__all__ = [
+    "ADAPTIVE_ODE_METHODS",
+    "AdaptiveMethod",
+    "ButcherTableau",
+    "CountingFunction",
+    "FIXED_ODE_METHODS",
+    "FIXED_SDE_METHODS",
+    "GaussianNoise",
+    "MaxStepsError",
+    "Noise",
+    "NonFiniteStateError",
+    "RecordingNoise",
+    "ReplayNoise",
+    "Solution",
+    "SolverError",
+    "TORCHSDE_METHODS",
+    "broadcast_diffusion",
+    "euler_maruyama_step",
+    "integrate",
+    "langevin_corrector_step",
+    "odeint_adaptive",
+    "odeint_fixed",
+    "predictor_corrector_step",
+    "rk_step",
+    "sdeint_fixed",
+    "sdeint_torchsde",
+]

@@ -1,0 +1,33 @@
+"""The result type shared by every solver."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from torch import Tensor
+
+
+@dataclass
+class Solution:
+    """Outcome of a solve.
+
+    Attributes:
+        x: final state, shaped like the initial state ``[batch, *dims]``.
+        ts: ``[n_saved]`` times at which states were saved, or ``None``.
+        xs: ``[n_saved, batch, *dims]`` saved states (``xs[i]`` is the state at ``ts[i]``),
+            or ``None``.
+        stats: counters of work done. Always ``steps``; ``nfe`` (vector-field evaluations
+            that actually happened, counted by a wrapper) whenever the solver knows the
+            field; adaptive solvers add ``accepted`` and ``rejected`` (``None`` where a
+            backend does not expose rejections).
+    """
+
+    x: Tensor
+    ts: Optional[Tensor] = None
+    xs: Optional[Tensor] = None
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nfe(self) -> Optional[int]:
+        """Number of vector-field evaluations, ``stats["nfe"]`` (``None`` if not counted)."""
+        return self.stats.get("nfe")
