@@ -52,6 +52,7 @@ class Dataset:
         split: "train", "test" or "all".
         oracle: the exact density (a GaussianMixture) for ``gmm``, else None.
         y: labels where the source has them (``digits``), else None.
+        index: for digits and files, the rows of the source that were taken, else None.
         spec: the arguments of ``load_dataset`` that rebuild this set (stored in checkpoints).
     """
 
@@ -61,6 +62,7 @@ class Dataset:
     split: str
     oracle: Optional[GaussianMixture] = None
     y: Optional[Tensor] = None
+    index: Optional[Tensor] = None
     spec: Dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -185,7 +187,7 @@ def _load_digits(split: str, n: Optional[int], seed: int, dtype: torch.dtype) ->
     index = _fixed_split(images.shape[0], split, DIGITS_TEST_EVERY)
     index = _subset(index, n, seed, "digits", split)
     x = (images[index] / 8.0 - 1.0)[:, None]  # [0, 16] -> [-1, 1], [n, 1, 8, 8]
-    return Dataset(x.to(dtype), "images", "digits", split, y=labels[index])
+    return Dataset(x.to(dtype), "images", "digits", split, y=labels[index], index=index)
 
 
 def _fixed_split(total: int, split: str, test_every: int) -> Tensor:
@@ -250,7 +252,7 @@ def _load_file(path: str, split: str, n: Optional[int], seed: int,
         raise ValueError(f"{path!r} contains NaN or infinite values")
     index = _subset(_fixed_split(data.shape[0], split, FILE_TEST_EVERY), n, seed, path, split)
     kind = "points" if data.dim() == 2 else "images"
-    return Dataset(data[index].to(dtype), kind, path, split)
+    return Dataset(data[index].to(dtype), kind, path, split, index=index)
 
 
 # -- the entry point --------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def load_dataset(name_or_path: str, split: str = "train", n: Optional[int] = Non
     else:
         raise ValueError(f"unknown data set {name!r}; choose one of "
                          f"{', '.join(DATASETS)}, or give a path to a .npy or .pt file")
-    data.spec = {"name": spec_name, "split": split, "n": n, "seed": seed}
+    data.spec = {"name_or_path": spec_name, "split": split, "n": n, "seed": seed, "dtype": dtype}
     return data
 
 

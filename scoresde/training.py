@@ -1,0 +1,354 @@
+"""A small, seeded, resumable trainer for score models.
+
+``Trainer(model, sde, data, config).train()`` runs AdamW with linear warm-up, gradient
+clipping and an exponential moving average (EMA) of the weights. All randomness comes from
+one CPU ``torch.Generator`` seeded with ``config.seed``; each step draws, in order,
+
+  1. the batch indices: ``torch.randint(len(data), (batch_size,))`` (with replacement);
+  2. only for networks with dropout: one int64 seed for torch's global RNG, which the
+     step then uses inside ``torch.random.fork_rng`` (the caller's RNG state is untouched);
+  3. the loss's draws (times or indices, then the noise; see ``scoresde.losses``).
+
+So results do not depend on the global RNG state, and ``save`` / ``Trainer.load``
+continue a run bit-identically: the checkpoint holds the weights, the EMA, the optimizer
+state, the step counter and the generator state.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import Dataset, load_dataset
+from .losses import LOSSES, WEIGHTINGS, ddpm_loss, dsm_loss
+from .score import ScoreModel
+from .sdes import SDE, DiscreteVPSDE
+
+
+@dataclass
+class TrainConfig:
+    """Training options.
+
+    Attributes:
+        steps: total number of optimizer steps of the run.
+        batch_size: examples per step (drawn with replacement).
+        lr: peak learning rate of AdamW.
+        warmup: steps of linear warm-up, lr_k = lr * min(1, (k + 1) / warmup) (0: none).
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's (beta1, beta2).
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
+        ema_decay: EMA decay; the decay at step k is min(ema_decay, (1 + k)/(10 + k)) so the
+            EMA forgets the random initialisation quickly (as TensorFlow's
+            ExponentialMovingAverage with num_updates).
+        seed: seeds the trainer's generator (batches, loss noise, dropout).
+        loss: "dsm" (continuous denoising score matching) or "ddpm" (Ho et al. eq. 14,
+            DiscreteVPSDE only).
+        weighting: "none" or "likelihood" (dsm only).
+        importance_sampling: sample t from the likelihood weighting's density (dsm only).
+        eps: smallest diffusion time of the dsm loss.
+        log_every: steps between history records (mean loss of the window) and progress
+            bar updates.
+    """
+
+    steps: int = 10000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    betas: Tuple[float, float] = (0.9, 0.999)
+    grad_clip: Optional[float] = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    loss: str = "dsm"
+    weighting: str = "none"
+    importance_sampling: bool = False
+    eps: float = 1e-5
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("warmup", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if not (_is_real(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
+        if betas is None or len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1
+                                                       for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        if self.grad_clip is not None and not (_is_real(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
+        if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not supported; choose one of "
+                             f"{', '.join(repr(k) for k in LOSSES)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting={self.weighting!r} is not supported; choose one of "
+                             f"{', '.join(repr(w) for w in WEIGHTINGS)}")
+        if self.loss == "ddpm" and (self.weighting != "none" or self.importance_sampling):
+            raise ValueError("loss='ddpm' takes no weighting or importance_sampling; use "
+                             "loss='dsm' for the likelihood weighting")
+        if self.importance_sampling and self.weighting != "likelihood":
+            raise ValueError("importance_sampling=True needs weighting='likelihood'")
+        if not (_is_real(self.eps) and 0 < self.eps < 1):
+            raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. a checkpoint's), rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class Trainer:
+    """Train a score model on a data set; ``.ema`` is the EMA model to sample from.
+
+    Args:
+        model: a :class:`scoresde.ScoreModel`, or a bare network ``net(x, t_in)`` (wrapped
+            as ``ScoreModel(net, sde, "epsilon")``).
+        sde: the forward SDE (may be None when ``model`` is a ScoreModel).
+        data: a :class:`scoresde.data.Dataset`, a data set name or file path (loaded with
+            ``load_dataset``), or a tensor [n, *dims].
+        config: a :class:`TrainConfig` (default ``TrainConfig()``).
+
+    The data are moved to the network's device and dtype; the optimizer is AdamW over the
+    network's parameters. Attributes: ``model``, ``net``, ``sde``, ``data``, ``config``,
+    ``optimizer``, ``ema_net``, ``ema`` (ScoreModel on ``ema_net``), ``generator``,
+    ``step`` and ``history`` (a list of {"step", "loss", "lr"} records).
+    """
+
+    def __init__(self, model: Union[ScoreModel, nn.Module], sde: Optional[SDE] = None,
+                 data: Union[Dataset, Tensor, str, None] = None,
+                 config: Optional[TrainConfig] = None):
+        if isinstance(model, ScoreModel):
+            if sde is not None and sde is not model.sde:
+                raise ValueError("sde differs from model.sde; pass sde=None with a ScoreModel "
+                                 "or build the ScoreModel on this sde")
+            self.model = model
+        elif isinstance(model, nn.Module):
+            if not isinstance(sde, SDE):
+                raise TypeError(f"sde must be a scoresde SDE when model is a bare network, "
+                                f"got {type(sde).__name__}")
+            self.model = ScoreModel(model, sde, prediction="epsilon")
+        else:
+            raise TypeError(f"model must be a ScoreModel or an nn.Module, got "
+                            f"{type(model).__name__}")
+        if not isinstance(self.model.net, nn.Module):
+            raise TypeError("the network must be an nn.Module with parameters to train")
+        self.net: nn.Module = self.model.net
+        self.sde: SDE = self.model.sde
+        self.config = config if config is not None else TrainConfig()
+        if not isinstance(self.config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(self.config).__name__}")
+        if self.config.loss == "ddpm" and not isinstance(self.sde, DiscreteVPSDE):
+            raise ValueError(f"loss='ddpm' needs a DiscreteVPSDE, got {type(self.sde).__name__}"
+                             f"; use loss='dsm'")
+
+        params = list(self.net.parameters())
+        if not params:
+            raise ValueError("the network has no parameters to train")
+        self._device, self._dtype = params[0].device, params[0].dtype
+        self.data = _as_dataset(data)
+        self._x = self.data.x.to(device=self._device, dtype=self._dtype)
+
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay)
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+        self.ema = ScoreModel(self.ema_net, self.sde, prediction=self.model.prediction,
+                              time_input=self.model.time_input,
+                              time_scale=self.model.time_scale)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.history: List[Dict[str, float]] = []
+        self._window: List[float] = []  # losses since the last history record
+        self._uses_global_rng = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                                    for m in self.net.modules())
+
+    # -- one step -----------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based): linear warm-up to ``config.lr``."""
+        cfg = self.config
+        return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
+
+    def _loss(self, x0: Tensor) -> Tensor:
+        cfg = self.config
+        if cfg.loss == "ddpm":
+            return ddpm_loss(self.model, self.sde, x0, generator=self.generator)
+        return dsm_loss(self.model, self.sde, x0, weighting=cfg.weighting,
+                        importance_sampling=cfg.importance_sampling, eps=cfg.eps,
+                        generator=self.generator)
+
+    def _forward_backward(self, x0: Tensor) -> float:
+        loss = self._loss(x0)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"the loss is {value} at step {self.step + 1}; the weights were not updated. "
+                f"Lower lr (now {self.config.lr:g}), set grad_clip, or check the data")
+        loss.backward()
+        return value
+
+    def train_step(self) -> float:
+        """One optimizer step; returns the loss of the batch."""
+        cfg = self.config
+        self.net.train()
+        idx = torch.randint(self._x.shape[0], (cfg.batch_size,), generator=self.generator)
+        x0 = self._x[idx.to(self._device)]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._uses_global_rng:
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))
+            devices = [self._device] if self._device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                value = self._forward_backward(x0)
+        else:
+            value = self._forward_backward(x0)
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        return value
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        for e, p in zip(self.ema_net.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)  # e <- decay e + (1 - decay) p
+        for e, b in zip(self.ema_net.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self, steps: Optional[int] = None, progress: bool = True) -> List[Dict[str, float]]:
+        """Run ``steps`` optimizer steps (default: the rest of ``config.steps``).
+
+        Returns the history records made during this call: every ``config.log_every`` steps
+        (counted from the start of the run, so the history does not depend on how the run
+        was split into calls) a record {"step", "loss", "lr"} with the mean loss of the
+        steps since the previous record.
+        """
+        if steps is None:
+            steps = max(self.config.steps - self.step, 0)
+        _check_int("steps", steps, 0)
+        start = len(self.history)
+        from tqdm.auto import tqdm
+        with tqdm(total=steps, disable=not progress, desc="train", leave=False) as bar:
+            for _ in range(steps):
+                self._window.append(self.train_step())
+                bar.update(1)
+                if self.step % self.config.log_every == 0:
+                    bar.set_postfix(loss=f"{self._log()['loss']:.4g}")
+        return self.history[start:]
+
+    def _log(self) -> Dict[str, float]:
+        record = {"step": self.step, "loss": sum(self._window) / len(self._window),
+                  "lr": self.lr_at(self.step - 1)}
+        self.history.append(record)
+        self._window = []
+        return record
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save(self, directory: str) -> str:
+        """Write a checkpoint (see ``scoresde.checkpoint``) that ``Trainer.load`` resumes."""
+        return save_checkpoint(
+            directory, self.model, ema=self.ema_net, optimizer=self.optimizer,
+            generator=self.generator, step=self.step, train_config=self.config.to_dict(),
+            data=self.data.spec or None,
+            extra={"history": self.history, "window": self._window})
+
+    @classmethod
+    def load(cls, directory: str, data: Union[Dataset, Tensor, str, None] = None, *,
+             device: Optional[torch.device] = None) -> "Trainer":
+        """Rebuild a Trainer from ``save``; training then continues bit-identically.
+
+        Args:
+            directory: the checkpoint directory.
+            data: the training data; default: reloaded from the stored data spec (needed
+                when the original data were a bare tensor).
+            device: where to put the model (default CPU).
+        """
+        ck = load_checkpoint(directory, device=device, use_ema=False)
+        record = ck.config
+        where = f"{directory}/config.json"
+        if record.get("train") is None or ck.ema_net is None or ck.optimizer_state is None \
+                or ck.generator_state is None:
+            raise CheckpointError(f"{where}: not a training checkpoint (needs the training "
+                                  f"config, EMA, optimizer and generator state); use "
+                                  f"load_checkpoint for a model-only checkpoint")
+        try:
+            config = TrainConfig.from_dict(record["train"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{where}: invalid training config: {err}") from None
+        if data is None:
+            if record.get("data") is None:
+                raise ValueError(f"{directory} was trained on an in-memory tensor; pass the "
+                                 f"same data as data=")
+            data = load_dataset(**record["data"])
+        trainer = cls(ck.model, None, data, config)
+        trainer.ema_net.load_state_dict(ck.ema_net.state_dict())
+        try:
+            trainer.optimizer.load_state_dict(ck.optimizer_state)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{directory}: the optimizer state does not fit the "
+                                  f"model: {err}") from None
+        trainer.generator.set_state(ck.generator_state)
+        trainer.step = ck.step
+        extra = record.get("extra") or {}
+        trainer.history = list(extra.get("history", []))
+        trainer._window = list(extra.get("window", []))
+        return trainer
+
+    @classmethod
+    def resume(cls, directory: str, steps: Optional[int] = None,
+               data: Union[Dataset, Tensor, str, None] = None, *,
+               device: Optional[torch.device] = None, progress: bool = True) -> "Trainer":
+        """``Trainer.load(directory)`` then ``.train(steps)`` (default: to ``config.steps``)."""
+        trainer = cls.load(directory, data, device=device)
+        trainer.train(steps, progress=progress)
+        return trainer
+
+
+def _as_dataset(data: Union[Dataset, Tensor, str, None]) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        return load_dataset(data)
+    if isinstance(data, Tensor):
+        if data.dim() < 2 or data.shape[0] < 1 or not data.is_floating_point():
+            raise ValueError(f"data must be a floating tensor [n, *dims] with n >= 1, got "
+                             f"shape {tuple(data.shape)} and dtype {data.dtype}")
+        kind = "images" if data.dim() == 4 else "points"
+        return Dataset(data, kind, "tensor", "train")
+    raise TypeError(f"data must be a Dataset, a data set name or path, or a tensor, got "
+                    f"{type(data).__name__}")
+
+
+__all__ = ["TrainConfig", "Trainer"]
