@@ -13,9 +13,9 @@ Randomness comes only from ``generator``, drawn in this order:
   1. the times: one [batch] uniform tensor (``torch.rand``) for ``dsm_loss``, or one
      [batch] integer tensor (``torch.randint(0, N)``) for ``ddpm_loss``;
   2. the noise: one standard normal tensor shaped like x0 (``torch.randn``).
-Draws are made on the generator's device (CPU when no generator is given, or x0's
-device) in x0's dtype and then moved to x0's device, so a CPU generator makes the loss
-reproducible on any device.
+Draws are made on the generator's device (x0's device when no generator is given) in
+x0's dtype and then moved to x0's device, so a CPU generator makes the loss reproducible
+on any device.
 """
 from __future__ import annotations
 
@@ -92,11 +92,12 @@ class LikelihoodTimeSampler:
     ``weight(t)`` returns h(t) / (q(t) (T - eps)), evaluated with the SDE's exact h, so
     E_q[weight(t) L(t)] = E_{t ~ U(eps, T)}[h(t) L(t)] holds exactly for any L; the weight
     equals Z / (T - eps) up to the grid's interpolation error. Works for every SDE: it only
-    uses ``sde.sde`` (for g) and ``sde.marginal_coeffs`` (for std).
+    uses ``sde.sde`` (for g) and ``sde.marginal_coeffs`` (for std). It holds a weak
+    reference to the SDE (so the cache in :func:`likelihood_time_sampler` frees it).
     """
 
     def __init__(self, sde: SDE, eps: float, grid_size: int = 4096):
-        self.sde = sde
+        self._sde = weakref.ref(sde)  # no strong reference: the cache must not keep sde alive
         self.eps = float(eps)
         T = float(sde.T)
         geo = torch.logspace(math.log10(self.eps), math.log10(T), grid_size, dtype=torch.float64)
@@ -114,10 +115,18 @@ class LikelihoodTimeSampler:
         self._density = mass / self.normalizer / (grid[1:] - grid[:-1])  # q on each interval
         self._tables: Dict[torch.device, Tuple[Tensor, Tensor, Tensor]] = {}
 
+    @property
+    def sde(self) -> SDE:
+        sde = self._sde()
+        if sde is None:
+            raise RuntimeError("the SDE of this LikelihoodTimeSampler no longer exists")
+        return sde
+
     def _h(self, t: Tensor) -> Tensor:
         """h(t) = g(t)^2 / std(t)^2 for a [n] time tensor (dtype and device of t)."""
-        _, g = self.sde.sde(t.new_zeros(t.shape[0], 1), t)
-        _, std = self.sde.marginal_coeffs(t)
+        sde = self.sde
+        _, g = sde.sde(t.new_zeros(t.shape[0], 1), t)
+        _, std = sde.marginal_coeffs(t)
         return (g / std) ** 2
 
     def _table(self, device: torch.device):
@@ -146,19 +155,21 @@ class LikelihoodTimeSampler:
         return self._h(t) / (self.density(t) * (float(self.sde.T) - self.eps))
 
 
-_SAMPLERS: Dict[Tuple[int, float], Tuple["weakref.ref", LikelihoodTimeSampler]] = {}
+_SAMPLERS: "weakref.WeakKeyDictionary[SDE, Dict[float, LikelihoodTimeSampler]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def likelihood_time_sampler(sde: SDE, eps: float = 1e-5) -> LikelihoodTimeSampler:
-    """The (cached, one per SDE object and eps) importance sampler for ``dsm_loss``."""
-    key = (id(sde), float(eps))
-    hit = _SAMPLERS.get(key)
-    if hit is not None and hit[0]() is sde:
-        return hit[1]
-    sampler = LikelihoodTimeSampler(sde, eps)
-    ref = weakref.ref(sde, lambda _, key=key: _SAMPLERS.pop(key, None))
-    _SAMPLERS[key] = (ref, sampler)
-    return sampler
+    """The importance sampler for ``dsm_loss``, built once per SDE object and eps (cached
+    for as long as the SDE lives)."""
+    try:
+        per_sde = _SAMPLERS.setdefault(sde, {})
+    except TypeError:  # an unhashable SDE subclass: no caching
+        return LikelihoodTimeSampler(sde, eps)
+    eps = float(eps)
+    if eps not in per_sde:
+        per_sde[eps] = LikelihoodTimeSampler(sde, eps)
+    return per_sde[eps]
 
 
 # -- the losses -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class _ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Score / noise network for vectors: ``MLP(dim)(x [batch, dim], t_in [batch]) -> [batch, dim]``.
+    """Noise / score network for vectors: ``MLP(dim)(x [b, dim], t_in [b]) -> [b, dim]``.
 
     The time input (float, e.g. t * 999, or long DDPM indices) goes through a
     :class:`SinusoidalEmbedding` of size ``time_dim`` and a two-layer SiLU MLP to a

@@ -112,7 +112,10 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(base, td), nn.SiLU(), nn.Linear(td, td))
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
 
-        block = lambda i, o: ResBlock(i, o, td, self.groups, self.dropout)  # noqa: E731
+
+        def block(in_ch: int, out_ch: int) -> ResBlock:
+            return ResBlock(in_ch, out_ch, td, self.groups, self.dropout)
+
         skip_channels = [base]
         ch = base
         self.down = nn.ModuleList()

@@ -200,3 +200,17 @@ def test_loss_argument_errors(build_sde):
         ddpm_loss(exact, sde, x0)
     with pytest.raises(TypeError, match="x0"):
         dsm_loss(exact, sde, [[0.0, 0.0]])
+
+
+def test_importance_sampler_cache_does_not_keep_the_sde_alive():
+    import gc
+    import weakref
+    sde = sd.VPSDE(beta_min=0.2, beta_max=10.0)
+    sampler = likelihood_time_sampler(sde, 1e-3)
+    assert sampler.sde is sde
+    ref = weakref.ref(sde)
+    del sde
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(RuntimeError, match="no longer exists"):
+        sampler.weight(torch.tensor([0.5]))
