@@ -60,7 +60,10 @@ def langevin_corrector_step(
         x <- x + eps g + sqrt(2 eps) z.
     The norms are taken per sample, over all non-batch dimensions. (score_sde averages them
     over the batch instead; per sample, each sample's move depends only on itself, so a
-    result does not change with the batch it was drawn in or the batch size.)
+    result does not change with the batch it was drawn in or the batch size.) Because the
+    step then depends on the sample's own z and x, the chain's stationary law is biased in
+    low dimension d: for a Gaussian target the variance is v (1 + 4/d + snr^2) to first
+    order (docs/solvers.md): negligible for images, large for d ~ 10.
 
     Args:
         score_fn: ``score_fn(x, t)`` with the 0-d time ``t``.

@@ -127,8 +127,9 @@ def sdeint_torchsde(
         x0: ``[batch, *dims]`` initial state.
         t0, t1: start and end; ``t0 > t1`` integrates backwards (reverse-time SDE).
         method: ``"euler"`` (Euler--Maruyama), ``"milstein"`` (Ito Milstein),
-            ``"srk"`` (Roessler's stochastic Runge--Kutta, strong order 1.5 for diagonal
-            noise), ``"reversible_heun"`` (Kidger et al. 2021; Stratonovich, see module doc).
+            ``"srk"`` (Roessler 2010 stochastic Runge--Kutta, strong order 1.5 as torchsde
+            states it), ``"reversible_heun"`` (Kidger et al. 2021; Stratonovich, see the
+            module docstring).
         dt: fixed mode: the interval is split into n = ceil(|t1 - t0| / dt) equal steps;
             adaptive mode: the first step.
         adaptive: step-doubling error control with ``rtol``/``atol`` (torchsde's).
