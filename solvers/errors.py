@@ -22,11 +22,15 @@ class NonFiniteStateError(SolverError):
     def __init__(self, step: int, t: float, what: str = "the state became NaN/inf") -> None:
         self.step = int(step)
         self.t = float(t)
+        self.what = what
         super().__init__(
             f"non-finite state at step {self.step} (t={self.t:.6g}): {what}; check the vector "
             f"field (or score network) for NaN/inf at this time, use smaller steps or tighter "
             f"tolerances, or compute in float64"
         )
+
+    def __reduce__(self):  # keep the attributes through pickling (e.g. multiprocessing)
+        return (type(self), (self.step, self.t, self.what))
 
 
 class MaxStepsError(SolverError):
@@ -47,3 +51,6 @@ class MaxStepsError(SolverError):
             f"t1={self.t_end:.6g}: raise max_steps, loosen rtol/atol, or, if the problem is "
             f"stiff, use an implicit method ('Radau', 'BDF' or 'LSODA')"
         )
+
+    def __reduce__(self):
+        return (type(self), (self.max_steps, self.t, self.t_end))

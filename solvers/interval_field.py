@@ -45,7 +45,8 @@ class IntervalField:
 
     def __call__(self, t: Union[Tensor, float], x: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        self.worst_excess = torch.maximum(self.worst_excess, torch.maximum(self.lo - t, t - self.hi))
+        t_ = t.detach()
+        self.worst_excess = torch.maximum(self.worst_excess, torch.maximum(self.lo - t_, t_ - self.hi))
         t = torch.clamp(t, self.lo, self.hi)
         f = self.field(t, x)
         self.calls += 1

@@ -135,7 +135,8 @@ def sdeint_torchsde(
         adaptive: step-doubling error control with ``rtol``/``atol`` (torchsde's).
         dt_min: adaptive mode: smallest step; torchsde accepts a step of this size whatever
             its error, which bounds the work. Default ``1e-5 * |t1 - t0|``.
-        max_steps: most steps (adaptive: attempts) before :class:`MaxStepsError`.
+        max_steps: adaptive mode: most attempts before :class:`MaxStepsError`; fixed mode:
+            a ``dt`` needing more steps is a ``ValueError``.
         generator: seeds the Brownian motion (one integer is drawn from it).
 
     Returns:
@@ -163,6 +164,9 @@ def sdeint_torchsde(
         step_size = min(dt, span)
     else:
         n_steps = max(1, math.ceil(span / dt * (1 - 1e-12)))
+        if n_steps > max_steps:
+            raise ValueError(f"dt={dt} needs {n_steps} steps from t0={t0} to t1={t1}, more than "
+                             f"max_steps={max_steps}: raise dt or max_steps")
         # torchsde advances time by repeated addition s += dt and would add a last step of
         # size ~1e-16 whenever rounding leaves s just short of the end; a step enlarged by
         # a relative 4 n eps (float64 times) lands on or past the end after exactly n steps,

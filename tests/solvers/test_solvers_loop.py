@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import pytest
 import torch
@@ -37,6 +38,8 @@ def test_non_finite_state_names_step_and_time():
     err = info.value
     assert err.step == 7 and err.t == pytest.approx(0.3)
     assert "step 7 (t=0.3)" in str(err)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.step, copy.t, str(copy)) == (err.step, err.t, str(err))
 
 
 def test_callback_once_per_step_with_the_new_time_and_state():

@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import pytest
 import torch
@@ -116,6 +117,7 @@ def test_max_steps_raises(method, t0, t1):
     assert err.max_steps == 3 and err.t_end == t1
     assert min(t0, t1) <= err.t <= max(t0, t1) and err.t != t1
     assert "max_steps=3" in str(err) and "rtol" in str(err)
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -91,15 +91,22 @@ def test_reverse_time_euler_step_is_the_formula():
     assert torch.allclose(sol.x, x0 + 1.0 * x0 * (0.5 - 1.0), rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("adaptive", [False, True])
-def test_max_steps_raises(adaptive):
+def test_max_steps_raises_in_adaptive_mode():
     drift, diffusion = ou(-1.0)
     with pytest.raises(MaxStepsError) as info:
         sdeint_torchsde(drift, diffusion, torch.zeros(8, 1, dtype=DTYPE), 1.0, 0.0, method="euler", dt=0.01,
-                        adaptive=adaptive, rtol=1e-6, atol=1e-6, max_steps=5,
+                        adaptive=True, rtol=1e-6, atol=1e-6, max_steps=5,
                         generator=torch.Generator().manual_seed(0))
     err = info.value
     assert err.max_steps == 5 and err.t_end == 0.0 and 0.0 < err.t < 1.0
+
+
+def test_fixed_mode_checks_max_steps_up_front():
+    calls = CountingFunction(lambda t, x: -x)
+    with pytest.raises(ValueError, match="dt=0.01 needs 100 steps .* max_steps=99"):
+        sdeint_torchsde(calls, lambda t, x: 1.0, torch.zeros(2, 1, dtype=DTYPE), 1.0, 0.0, method="euler",
+                        dt=0.01, max_steps=99)
+    assert calls.calls == 0
 
 
 def test_nan_drift_names_step_and_time():
