@@ -167,11 +167,13 @@ def sdeint_torchsde(
         if n_steps > max_steps:
             raise ValueError(f"dt={dt} needs {n_steps} steps from t0={t0} to t1={t1}, more than "
                              f"max_steps={max_steps}: raise dt or max_steps")
-        # torchsde advances time by repeated addition s += dt and would add a last step of
-        # size ~1e-16 whenever rounding leaves s just short of the end; a step enlarged by
-        # a relative 4 n eps (float64 times) lands on or past the end after exactly n steps,
-        # where torchsde clips it onto the end point.
-        step_size = span / n_steps * (1 + 4 * n_steps * torch.finfo(torch.float64).eps)
+        # torchsde advances time by repeated addition s += dt and adds a last step of size
+        # ~1e-16 whenever rounding leaves s just short of the end. The n additions err by at
+        # most ~n eps max|s| (float64 times); enlarging the step by 4x that (but by less than
+        # 1/(4n), so n - 1 steps stay short of the end) makes exactly n steps reach the end,
+        # where torchsde clips the last one onto it.
+        rounding = 4 * n_steps * torch.finfo(torch.float64).eps * max(abs(t0), abs(t1)) / span
+        step_size = span / n_steps * (1 + min(rounding, 0.25 / n_steps))
         dt_min = step_size
 
     sign = 1.0 if t1 > t0 else -1.0

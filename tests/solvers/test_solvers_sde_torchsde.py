@@ -58,11 +58,13 @@ def test_same_generator_seed_is_bit_identical(method):
     assert not torch.equal(first, run(12))
 
 
+@pytest.mark.parametrize("t0, t1", [(0.0, 1.0), (1.0, 0.0), (1000.0, 999.0), (-3.0, 7.0)])
 @pytest.mark.parametrize("dt, n_steps", [(0.1, 10), (0.3, 4), (1 / 3, 3), (0.01, 100), (5.0, 1)])
-def test_fixed_mode_takes_exactly_the_requested_steps(dt, n_steps):
+def test_fixed_mode_takes_exactly_the_requested_steps(t0, t1, dt, n_steps):
     # torchsde alone takes 11 steps for dt = 0.1 on [0, 1] (the last one ~1e-16 long).
+    dt = dt * abs(t1 - t0)
     counted = CountingFunction(lambda t, x: -x)
-    sol = sdeint_torchsde(counted, lambda t, x: 1.0, torch.zeros(4, 1, dtype=DTYPE), 0.0, 1.0,
+    sol = sdeint_torchsde(counted, lambda t, x: 1.0, torch.zeros(4, 1, dtype=DTYPE), t0, t1,
                           method="euler", dt=dt, generator=torch.Generator().manual_seed(0))
     assert sol.stats["steps"] == n_steps
     # one evaluation per step, plus torchsde's shape check at t0
