@@ -188,6 +188,9 @@ def sdeint_torchsde(
         t0=s0, t1=s1, size=tuple(y0.shape), dtype=x0.dtype, device=x0.device, entropy=entropy,
         levy_area_approximation=levy_area, max_steps=max_steps, queries_per_step=3 if adaptive else 1,
         sign=sign, t_end=t1,
+        # The step as a hint fixes the interval's dependency tree up front. Without it the tree
+        # is refined to the smallest step seen, and one query ~1e-13 long makes it enormous.
+        dt=step_size,
     )
     sde = _FlatSDE(counted_drift, counted_diffusion, x0.shape, sign, sde_type, steps_started=lambda: bm.steps_started)
     ts = torch.tensor([s0, s1], dtype=torch.float64, device=x0.device)
