@@ -50,10 +50,10 @@ class IntervalField:
         t = torch.clamp(t, self.lo, self.hi)
         f = self.field(t, x)
         self.calls += 1
-        if not isinstance(f, Tensor) or f.shape != x.shape:
-            got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
-            raise ValueError(f"the vector field returned {got} for a state of shape {tuple(x.shape)}; "
-                             f"it must return a tensor shaped like the state")
+        if not isinstance(f, Tensor) or f.shape != x.shape or f.dtype != x.dtype:
+            got = f"{tuple(f.shape)} {f.dtype}" if isinstance(f, Tensor) else type(f).__name__
+            raise ValueError(f"the vector field returned {got} for a state {tuple(x.shape)} {x.dtype}; "
+                             f"it must return a tensor shaped like the state, of its dtype")
         if not torch.isfinite(f).all():
             raise NonFiniteStateError(
                 step=self.step, t=t.item(), what=f"the vector field returned NaN/inf (evaluation {self.calls})"

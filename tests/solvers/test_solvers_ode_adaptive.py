@@ -167,6 +167,14 @@ def test_equal_end_points_and_bad_types():
         odeint_adaptive(linear_field, X0.tolist(), 0.0, 1.0)
 
 
+@pytest.mark.parametrize("method", ["dopri5", "RK45"])
+def test_field_output_contract_is_checked(method):
+    with pytest.raises(ValueError, match=r"returned \(3,\) torch.float64 for a state \(3, 2\)"):
+        odeint_adaptive(lambda t, x: x.sum(1), X0, 0.0, 1.0, method=method)
+    with pytest.raises(ValueError, match="of its dtype"):
+        odeint_adaptive(lambda t, x: x.float(), X0, 0.0, 1.0, method=method)
+
+
 def test_unknown_method_lists_every_name():
     with pytest.raises(ValueError) as info:
         odeint_adaptive(linear_field, X0, 0.0, 1.0, method="rk45")
