@@ -34,6 +34,27 @@ def _invert_monotone(fn, targets: Tensor, lo: float, hi: float, increasing: bool
     return 0.5 * (a + b)
 
 
+def _scalar(t: float) -> Tensor:
+    return torch.tensor([t], dtype=torch.float64)
+
+
+def noise_ratio(sde: SDE, t: Tensor) -> Tensor:
+    """std(t)/alpha(t): EDM's sigma (Karras et al. 2022, Sec. 2), increasing in t."""
+    alpha, std = sde.marginal_coeffs(t)
+    return std / alpha
+
+
+def time_from_log_snr(sde: SDE, lam: Tensor, t_min: float = 1e-12) -> Tensor:
+    """t with sde.log_snr(t) = lam (float64 [n]), by bisection on [t_min, T]."""
+    return _invert_monotone(sde.log_snr, lam.to(torch.float64), t_min, sde.T, increasing=False)
+
+
+def time_from_noise_ratio(sde: SDE, sigma: Tensor, t_min: float = 1e-12) -> Tensor:
+    """t with std(t)/alpha(t) = sigma (float64 [n]), by bisection on [t_min, T]."""
+    return _invert_monotone(lambda t: noise_ratio(sde, t), sigma.to(torch.float64), t_min,
+                            sde.T, increasing=True)
+
+
 def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform",
               rho: float = 7.0) -> Tensor:
     """A float64 grid [steps + 1] from t_0 = T down to t_steps = eps (both included)."""
@@ -44,28 +65,20 @@ def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform",
     check_choice("grid", kind, GRIDS)
     T = sde.T
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    lo = max(eps, 1e-12)
     if kind == "uniform":
         ts = T + (eps - T) * u
     elif kind == "quadratic":
         ts = eps + (T - eps) * (1.0 - u) ** 2
+    elif kind == "logsnr":
+        lam_T, lam_eps = sde.log_snr(_scalar(T)), sde.log_snr(_scalar(lo))
+        ts = time_from_log_snr(sde, lam_T + u * (lam_eps - lam_T), lo)
     else:
-        if kind == "logsnr":
-            hi_t = torch.tensor([T], dtype=torch.float64)
-            lo_t = torch.tensor([max(eps, 1e-12)], dtype=torch.float64)
-            lam = sde.log_snr(hi_t) + u * (sde.log_snr(lo_t) - sde.log_snr(hi_t))
-            fn = sde.log_snr
-        else:
-            check_real("rho", rho, positive=True)
-            def noise_ratio(t: Tensor) -> Tensor:  # std/alpha: EDM's sigma
-                alpha, std = sde.marginal_coeffs(t)
-                return std / alpha
-            s_max = noise_ratio(torch.tensor([T], dtype=torch.float64))
-            s_min = noise_ratio(torch.tensor([max(eps, 1e-12)], dtype=torch.float64))
-            lam = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-            fn = noise_ratio
-        # log-SNR falls with t, std/alpha rises: invert by bisection on [eps, T]
-        ts = _invert_monotone(fn, lam, max(eps, 1e-12), T, increasing=(kind == "karras"))
-        ts[0], ts[-1] = T, eps
+        rho = check_real("rho", rho, positive=True)
+        s_max, s_min = noise_ratio(sde, _scalar(T)), noise_ratio(sde, _scalar(lo))
+        sig = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        ts = time_from_noise_ratio(sde, sig, lo)
+    ts[0], ts[-1] = T, eps
     return ts
 
 

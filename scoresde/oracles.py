@@ -184,6 +184,11 @@ class GaussianData(GaussianMixture):
         D = mean.shape[0]
         if cov.shape != (D, D):
             raise ValueError(f"cov must have shape [D, D] = [{D}, {D}], got {tuple(cov.shape)}")
+        if not torch.allclose(cov, cov.T, atol=1e-12, rtol=1e-10):
+            raise ValueError("cov must be symmetric")
+        if torch.linalg.cholesky_ex(cov)[1] != 0:
+            raise ValueError(f"cov is not positive definite (eigenvalues "
+                             f"{torch.linalg.eigvalsh(cov).tolist()})")
         super().__init__(torch.ones(1, dtype=torch.float64), mean[None], cov[None], sde=sde)
 
     @staticmethod

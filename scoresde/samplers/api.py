@@ -11,9 +11,9 @@ import solvers
 
 from .._validation import batch_view, check_choice, check_int, check_real
 from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
-from ..grids import GRIDS, index_grid, time_grid
+from ..grids import GRIDS, index_grid, noise_ratio, time_from_noise_ratio, time_grid
 from ..sdes import SDE, DiscreteVPSDE, VPTypeSDE
-from . import updates
+from . import dpm_solver, karras, updates
 from .correctors import CORRECTORS
 
 
@@ -141,6 +141,45 @@ def _run_ddim(ctx: _Context, x: Tensor):
     return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
 
 
+def _run_dpm_solver(data_prediction: bool):
+    def run(ctx: _Context, x: Tensor):
+        o = ctx.opts
+        order = check_int("order", o["order"], minimum=1)
+        if order > 3:
+            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        method = check_choice("method", o["method"], ("multistep", "singlestep"))
+        ts = _fixed_grid(ctx, x)
+        if method == "singlestep":
+            if data_prediction and order > 1:
+                raise ValueError("dpm_solver++ is implemented as a multistep method; use "
+                                 "method='multistep' or solver='dpm_solver'")
+            step = dpm_solver.singlestep_step(ctx.sde, ctx.score, order,
+                                              dpm_solver.inner_times(ctx.sde, ts, order))
+        else:
+            step = dpm_solver.multistep_step(ctx.sde, ctx.score, order, len(ts) - 1,
+                                             data_prediction, bool(o["lower_order_final"]))
+        return solvers.integrate(step, x, ts, noise=None, **ctx.loop)
+    return run
+
+
+def _run_heun_karras(ctx: _Context, x: Tensor):
+    o = ctx.opts
+    steps = check_int("steps", o["steps"], minimum=2)
+    for name in ("s_churn", "s_tmin", "s_tmax", "s_noise"):
+        check_real(name, o[name], nonnegative=True, finite=(name != "s_tmax"))
+    # N sigmas from the grid (the last at eps), then the final Euler step to sigma = 0
+    ts = time_grid(ctx.sde, steps - 1, o["eps"], o["grid"])
+    sig = noise_ratio(ctx.sde, ts)[:-1]
+    gam = karras.churn_gammas(sig, o["s_churn"], o["s_tmin"], o["s_tmax"])
+    sig_max = noise_ratio(ctx.sde, ts[:1])
+    t_hat = torch.where(gam > 0, time_from_noise_ratio(ctx.sde, torch.minimum(
+        sig * (1.0 + gam), sig_max)), ts[:-1])
+    step = karras.heun_step(ctx.sde, ctx.score, t_hat, float(o["s_noise"]))
+    sol = solvers.integrate(step, x, ts.to(x), noise=ctx.noise, **ctx.loop)
+    sol.x = tweedie_denoise(ctx.score, ctx.sde, sol.x, float(ts[-1]))
+    return sol
+
+
 # -- the registry ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class SolverSpec:
@@ -179,6 +218,18 @@ SOLVERS: Dict[str, SolverSpec] = {
                        requires=DiscreteVPSDE),
     "ddim": SolverSpec(_run_ddim, {"steps": 50, "eta": 0.0, "grid": "uniform", "eps": 1e-3},
                        "DDIM (Song, Meng & Ermon 2021, eq. 12)", requires=VPTypeSDE),
+    "dpm_solver": SolverSpec(_run_dpm_solver(False),
+                             {**_GRID, "steps": 20, "grid": "logsnr", "order": 3,
+                              "method": "singlestep", "lower_order_final": True},
+                             "DPM-Solver orders 1-3, singlestep or multistep (Lu et al. 2022a)"),
+    "dpm_solver++": SolverSpec(_run_dpm_solver(True),
+                               {**_GRID, "steps": 20, "grid": "logsnr", "order": 2,
+                                "method": "multistep", "lower_order_final": True},
+                               "DPM-Solver++ 1, 2M, 3M (Lu et al. 2022b)"),
+    "heun_karras": SolverSpec(_run_heun_karras,
+                              {"steps": 18, "eps": 1e-3, "grid": "karras", "s_churn": 0.0,
+                               "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0},
+                              "Heun sampler of Karras et al. 2022, Alg. 1 (with churn, Alg. 2)"),
 }
 
 _DEFAULT_STEPS = {"ode_euler": 100, "ode_heun": 100, "ode_rk4": 100}
@@ -245,8 +296,10 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
                    generator=generator, opts=opts,
                    loop={"progress": progress, "callback": callback,
                          "save_trajectory": return_trajectory})
-    if callback is not None and solver in ("ode", "sde_adaptive"):
-        raise ValueError(f"callback applies to fixed-grid solvers, not {solver!r}")
+    for name, value in (("callback", callback), ("return_trajectory", return_trajectory)):
+        if value and solver in ("ode", "sde_adaptive"):
+            raise ValueError(f"{name} applies to fixed-grid solvers, not the adaptive "
+                             f"{solver!r}; use a fixed-step solver such as 'ode_rk4'")
     sol = spec.run(ctx, x)
     x = sol.x
     if opts.get("denoise"):
