@@ -257,3 +257,13 @@ def assert_close(actual, expected, rtol, atol, what=""):
 def close():
     """close(actual, expected, rtol, atol, what) asserts elementwise closeness."""
     return assert_close
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests run thousands of tiny tensor ops, for which torch's intra-op thread pool only
+    adds overhead (5-20x on a busy 2-core machine); one thread for the session, restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,16 +19,6 @@ from scoresde.likelihood import bits_per_dim, dequantize, log_likelihood
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These solves are thousands of tiny tensor ops, for which torch's intra-op thread pool
-    only adds overhead (about 10x on a busy 2-core machine); restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_images(n: int, D: int, seed: int) -> torch.Tensor:
     """Random correlated 8-bit 'images' [n, D] (uint8): a Gaussian field, clipped and rounded."""
     g = torch.Generator().manual_seed(seed)

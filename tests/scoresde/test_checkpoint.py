@@ -13,14 +13,6 @@ from scoresde.checkpoint import (CheckpointError, load_checkpoint, read_config,
 from scoresde.nets import MLP, UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_model(sde, prediction="epsilon", **kw):
     torch.manual_seed(0)
     return sd.ScoreModel(MLP(2, hidden=16, depth=1, time_dim=8), sde, prediction=prediction,

@@ -24,16 +24,6 @@ from scoresde.likelihood import (NotFunctorchCompatibleError, decode, encode,
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These solves are thousands of tiny tensor ops, for which torch's intra-op thread pool
-    only adds overhead (about 10x on a busy 2-core machine); restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_gaussian(D: int, seed: int):
     """A mean and an anisotropic covariance with random eigenvectors, eigenvalues in [0.05, 2]."""
     g = torch.Generator().manual_seed(seed)

@@ -16,14 +16,6 @@ COV = torch.tensor([[1.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
 EIG = np.linalg.eigvalsh(COV.numpy())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def oracle_models(sde):
     """(exact score model, oracle, data sampler) for Gaussian data N(MEAN, COV) under sde."""
     oracle = sd.GaussianData(MEAN, COV, sde=sde)

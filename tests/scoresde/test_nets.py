@@ -8,14 +8,6 @@ from torch import nn
 from scoresde.nets import MLP, NETS, SinusoidalEmbedding, UNet, build_net, register_net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sinusoidal_embedding_values():
     emb = SinusoidalEmbedding(8, max_period=10000)
     t = torch.tensor([0.0, 1.0, 500.0], dtype=torch.float64)

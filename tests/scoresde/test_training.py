@@ -9,14 +9,6 @@ from scoresde.nets import MLP, UNet
 from scoresde.training import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_trainer(steps=200, seed=0, warmup=10, **kw):
     torch.manual_seed(seed)
     sde = sd.VPSDE()
