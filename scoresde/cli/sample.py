@@ -1,0 +1,178 @@
+"""``scoresde sample``: draw samples from a trained run with any solver and picture them.
+
+    scoresde sample --run runs/moons --solver pc --steps 500 --num 5000 --out samples.png
+    scoresde sample --list-solvers
+
+The solver flags (--steps, --rtol, --snr, ...) are generated from the solver registry
+``scoresde.samplers.api.SOLVERS``: one flag per option name (underscores become dashes),
+typed after the defaults; a flag the chosen solver does not take is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
+
+import torch
+
+import scoresde as sd
+from scoresde.samplers.api import SOLVERS
+
+from ._common import (_Fail, check_picture_path, check_writable, integer, load_run,
+                      plot_images, plot_points, positive_int, real, save_tensor)
+
+SAMPLE_SUFFIXES = (".npy", ".pt")
+
+
+@dataclass(frozen=True)
+class SolverFlag:
+    """A command-line flag for one solver option name.
+
+    Attributes:
+        option: the keyword of ``scoresde.sample`` (e.g. "corrector_steps").
+        flag: the flag (e.g. "--corrector-steps").
+        kind: bool, int, float or str, from the non-None defaults across solvers.
+        defaults: solver name -> its default, for the solvers that take the option.
+    """
+
+    option: str
+    flag: str
+    kind: type
+    defaults: Dict[str, Any]
+
+
+def _kind(values: List[Any]) -> type:
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {bool}:
+        return bool
+    if kinds and kinds <= {int}:
+        return int
+    if kinds and kinds <= {int, float}:
+        return float
+    return str
+
+
+def solver_flags() -> Dict[str, SolverFlag]:
+    """One :class:`SolverFlag` per option name in ``SOLVERS``, in registry order."""
+    takers: Dict[str, Dict[str, Any]] = {}
+    for name, spec in SOLVERS.items():
+        for option, default in spec.options.items():
+            takers.setdefault(option, {})[name] = default
+    return {option: SolverFlag(option, "--" + option.replace("_", "-"),
+                               _kind(list(defaults.values())), defaults)
+            for option, defaults in takers.items()}
+
+
+_PARSE: Dict[type, Callable[[str], Any]] = {int: integer, float: real, str: str}
+
+
+def _flag_help(f: SolverFlag) -> str:
+    by_default: Dict[str, List[str]] = {}
+    for solver, default in f.defaults.items():
+        text = "None (the solver's own choice)" if default is None else repr(default)
+        by_default.setdefault(text, []).append(solver)
+    parts = [f"{d} ({', '.join(s)})" for d, s in by_default.items()]
+    return "default " + "; ".join(parts)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``sample``: its own flags, then one flag per solver option."""
+    p = sub.add_parser("sample", help="sample a trained run with any solver, write a picture",
+                       description=__doc__.replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", help="run directory written by 'scoresde train'")
+    p.add_argument("--solver", default="pc", choices=tuple(SOLVERS) + ("list",),
+                   metavar="NAME", help="solver name (default pc); 'list' prints them")
+    p.add_argument("--list-solvers", action="store_true",
+                   help="print the solvers with their summaries and options, and exit")
+    p.add_argument("--num", type=positive_int, default=1000, help="samples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler's generator")
+    p.add_argument("--out", help="picture to write (default RUN/samples_SOLVER.png): a "
+                                 "scatter beside the training data for points, image grids "
+                                 "for images")
+    p.add_argument("--save-samples", metavar="PATH",
+                   help="also write the samples to a .npy or .pt file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = p.add_argument_group(
+        "solver options", "generated from scoresde.samplers.api.SOLVERS; each applies to the "
+                          "solvers named after its default, and leaving it out keeps the solver's default")
+    for f in solver_flags().values():
+        if f.kind is bool:
+            group.add_argument(f.flag, dest=f.option, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=_flag_help(f))
+        else:
+            group.add_argument(f.flag, dest=f.option, type=_PARSE[f.kind],
+                               default=argparse.SUPPRESS,
+                               metavar=f.kind.__name__.upper(), help=_flag_help(f))
+    return p
+
+
+def format_solvers() -> str:
+    """The solver names with their summaries and the flags each one takes."""
+    flags = solver_flags()
+    width = max(map(len, SOLVERS))
+    lines = []
+    for name, spec in SOLVERS.items():
+        lines.append(f"{name:<{width}}  {spec.summary}")
+        opts = ", ".join(_show(flags[o], v) for o, v in spec.options.items())
+        lines.append(f"{'':<{width}}  options: {opts or 'none'}")
+    return "\n".join(lines)
+
+
+def _show(f: SolverFlag, value: Any) -> str:
+    if f.kind is bool:
+        return f"--[no-]{f.flag[2:]} ({'on' if value else 'off'})"
+    return f.flag if value is None else f"{f.flag} {value}"
+
+
+def solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
+    """The solver options given on the command line; an error naming the flag, the solver
+    and the flags it takes when one does not apply."""
+    flags = solver_flags()
+    given = {o: getattr(args, o) for o in flags if hasattr(args, o)}
+    taken = SOLVERS[solver].options
+    wrong = [flags[o].flag for o in given if o not in taken]
+    if wrong:
+        takes = ", ".join(flags[o].flag for o in taken) or "no options"
+        raise _Fail(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
+                    f"solver {solver!r}; it takes {takes}")
+    return given
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load the run, sample, write the picture (and the samples), print NFE and time."""
+    if args.list_solvers or args.solver == "list":
+        print(format_solvers())
+        return
+    if args.run is None:
+        raise _Fail("--run is required (a run directory written by 'scoresde train')")
+    options = solver_options(args, args.solver)
+    out = args.out or os.path.join(args.run, f"samples_{args.solver}.png")
+    check_picture_path(out)
+    if args.save_samples is not None:
+        check_writable(args.save_samples, SAMPLE_SUFFIXES, "--save-samples")
+
+    run_ = load_run(args.run)
+    data = run_.data("train")
+    shape = (args.num,) + tuple(data.shape)
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        res = sd.sample(run_.model, run_.sde, shape, solver=args.solver, generator=g,
+                        dtype=run_.dtype, progress=not args.no_progress, **options)
+    seconds = time.perf_counter() - t0
+    shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    print(f"sampled {args.num} {data.kind} of shape {list(data.shape)} with {args.solver}"
+          f"{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
+
+    title = f"{args.solver} (NFE {res.nfe})"
+    if data.kind == "points":
+        path = plot_points(data.x[:args.num], [(title, res.x)], out)
+    else:
+        path = plot_images(data.x[:args.num], [(title, res.x)], out)
+    print(f"wrote {path}")
+    if args.save_samples is not None:
+        save_tensor(res.x, args.save_samples)
+        print(f"wrote {args.save_samples} ({list(res.x.shape)} {str(res.x.dtype)[6:]})")
