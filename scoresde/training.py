@@ -31,6 +31,9 @@ from .score import ScoreModel
 from .sdes import SDE, DiscreteVPSDE
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Training options.
@@ -40,6 +43,9 @@ class TrainConfig:
         batch_size: examples per step (drawn with replacement).
         lr: peak learning rate of AdamW.
         warmup: steps of linear warm-up, lr_k = lr * min(1, (k + 1) / warmup) (0: none).
+        lr_schedule: after the warm-up, "constant" keeps ``lr``; "cosine" decays it to 0
+            at step ``steps`` along half a cosine (Loshchilov & Hutter 2017, eq. 5 without
+            restarts), which removes most of the final SGD noise of the DSM loss.
         weight_decay: AdamW's decoupled weight decay.
         betas: AdamW's (beta1, beta2).
         grad_clip: clip the global gradient norm to this value (None: no clipping).
@@ -60,6 +66,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 100
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     betas: Tuple[float, float] = (0.9, 0.999)
     grad_clip: Optional[float] = 1.0
@@ -78,6 +85,9 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 0)
         if not (_is_real(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not supported; choose one "
+                             f"of {', '.join(repr(k) for k in LR_SCHEDULES)}")
         if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
@@ -192,9 +202,16 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        """Learning rate of step ``step`` (0-based): linear warm-up to ``config.lr``."""
+        """Learning rate of step ``step`` (0-based): linear warm-up to ``config.lr``, then
+        constant or, with ``lr_schedule="cosine"``, lr (1 + cos(pi p)) / 2 where
+        p = (step - warmup) / (steps - warmup) is the fraction of the decay done."""
         cfg = self.config
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        if cfg.lr_schedule == "cosine":
+            p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+            return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
+        return cfg.lr
 
     def _loss(self, x0: Tensor) -> Tensor:
         cfg = self.config

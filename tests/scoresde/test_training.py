@@ -1,4 +1,6 @@
 """Trainer: learning, seeding, EMA, warm-up, and bit-identical resume."""
+import math
+
 import pytest
 import torch
 
@@ -107,6 +109,16 @@ def test_warmup_learning_rate_and_clipping():
     tr.train_step()
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
     assert TrainConfig(warmup=0, lr=0.5).lr == 0.5 and make_trainer(warmup=0).lr_at(0) == 2e-3
+
+
+def test_cosine_schedule_decays_to_zero_after_warmup():
+    # lr (1 + cos(pi p)) / 2 with p = (k - warmup) / (steps - warmup): 1, 1/2, 0 at p = 0, 1/2, 1
+    tr = make_trainer(steps=110, warmup=10, lr_schedule="cosine")
+    assert [tr.lr_at(k) for k in (0, 9, 10, 35, 60, 110)] == pytest.approx(
+        [2e-4, 2e-3, 2e-3, 2e-3 * (1 + math.cos(math.pi / 4)) / 2, 1e-3, 0.0], abs=1e-15)
+    assert make_trainer(steps=50, warmup=0, lr_schedule="cosine").lr_at(0) == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match=r"lr_schedule='linear' is not supported.*'cosine'"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_nonfinite_loss_stops_before_update():
