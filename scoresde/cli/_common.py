@@ -70,7 +70,7 @@ def positive_real(text: str) -> float:
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-# -- statistics ----------------------------------------------------------------------------------
+# -- statistics --------------------------------------------------------------------------------
 def mean_stderr(values: Tensor) -> Tuple[float, float]:
     """(mean, std(ddof=1)/sqrt(n)) of a 1-D tensor; the standard error is NaN for n = 1."""
     values = values.detach().to(torch.float64).reshape(-1)
@@ -79,7 +79,7 @@ def mean_stderr(values: Tensor) -> Tuple[float, float]:
     return float(values.mean()), se
 
 
-# -- run directories ------------------------------------------------------------------------------
+# -- run directories ---------------------------------------------------------------------------
 @dataclass
 class Run:
     """A trained run directory (``scoresde train --out`` / ``Trainer.save``).
@@ -159,7 +159,7 @@ def _make_parent(path: str) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
-# -- pictures ---------------------------------------------------------------------------------------
+# -- pictures ----------------------------------------------------------------------------------
 def pyplot():
     """matplotlib.pyplot with the Agg backend (a _Fail naming the extra if it is missing)."""
     try:

@@ -13,7 +13,7 @@ import argparse
 import inspect
 import math
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from torch import Tensor
 import scoresde as sd
 from scoresde.likelihood import PROBES, TRACES
 
-from ._common import _Fail, integer, load_run, mean_stderr, positive_int, real
+from ._common import Run, _Fail, integer, load_run, mean_stderr, positive_int, real
 
 # log_likelihood's own defaults, shown in --help and in the output (one source of truth).
 LL_DEFAULTS: Dict[str, Any] = {
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> None:
               f"{mg:.4f} +- {seg:.4f}")
 
 
-def _points(run_, x: Tensor, g: torch.Generator, batch_size, progress: bool,
-            kwargs: Dict[str, Any]):
+def _points(run_: Run, x: Tensor, g: torch.Generator, batch_size: Optional[int],
+            progress: bool, kwargs: Dict[str, Any]) -> Tuple[Tensor, int]:
     """-log p(x) [n] and the NFE, by log_likelihood in batches."""
     batch_size = batch_size or len(x)
     nlls, nfe = [], 0
@@ -105,8 +105,9 @@ def _points(run_, x: Tensor, g: torch.Generator, batch_size, progress: bool,
     return torch.cat(nlls), nfe
 
 
-def _images(run_, x: Tensor, g: torch.Generator, batch_size, progress: bool,
-            kwargs: Dict[str, Any]):
+def _images(run_: Run, x: Tensor, g: torch.Generator, batch_size: Optional[int],
+            progress: bool, kwargs: Dict[str, Any]
+            ) -> Tuple[Tensor, Tensor, int, Optional[str]]:
     """(NLL bound in nats per image [n], bits/dim [n], NFE, note) by bits_per_dim on the
     images as 8-bit levels."""
     if bool((x < -1.0).any()) or bool((x > 1.0).any()):

@@ -97,7 +97,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = p.add_argument_group(
         "solver options", "generated from scoresde.samplers.api.SOLVERS; each applies to the "
-                          "solvers named after its default, and leaving it out keeps the solver's default")
+                          "solvers named after its defaults; left out, the solver's default "
+                          "holds")
     for f in solver_flags().values():
         if f.kind is bool:
             group.add_argument(f.flag, dest=f.option, action=argparse.BooleanOptionalAction,

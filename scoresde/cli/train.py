@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -161,7 +161,9 @@ def _new_run(args: argparse.Namespace) -> sd.Trainer:
     params = sum(p.numel() for p in net.parameters())
     print(f"data {data.name} ({len(data)} {data.kind} of shape {list(data.shape)}, "
           f"{o['dtype']}); sde {sde!r}; net {type(net).__name__} ({params} parameters); "
-          f"loss {o['loss']}" + (f" ({o['weighting']} weighting)" if o["loss"] == "dsm" else ""))
+          f"loss {o['loss']}" + (f" ({o['weighting']} weighting" + (
+              ", importance-sampled t)" if config.importance_sampling else ")")
+              if o["loss"] == "dsm" else ""))
     return trainer
 
 
@@ -181,7 +183,7 @@ def _resume(args: argparse.Namespace) -> sd.Trainer:
     return trainer
 
 
-def make_sde(name: str, x: Tensor, sigma_max: float = None) -> sd.SDE:
+def make_sde(name: str, x: Tensor, sigma_max: Optional[float] = None) -> sd.SDE:
     """The forward SDE for ``--sde name``; VE's sigma_max defaults to the largest distance
     between two training examples (Song & Ermon 2020, Technique 1)."""
     if name == "vp":
