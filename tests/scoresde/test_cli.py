@@ -180,6 +180,21 @@ def test_digits_unet_train_sample_likelihood(tmp_path, capsys):
     assert "not 8-bit" in out  # digits have 17 grey levels
 
 
+def test_npy_file_data(tmp_path, capsys):
+    """A user's .npy file: 3-D points; the test split is every 10th row of the file."""
+    np.save(tmp_path / "pts.npy", np.random.default_rng(0).normal(size=(200, 3)))
+    run = tmp_path / "run"
+    ok(capsys, "train", "--data", tmp_path / "pts.npy", "--out", run, "--steps", 5,
+       "--hidden", 8, "--depth", 1, "--dtype", "float64", "--no-progress")
+    ok(capsys, "sample", "--run", run, "--solver", "ode_euler", "--steps", 3, "--num", 7,
+       "--out", tmp_path / "p.png", "--save-samples", tmp_path / "p.npy", "--no-progress")
+    assert np.load(tmp_path / "p.npy").shape == (7, 3)
+    out = ok(capsys, "likelihood", "--run", run, *FAST_ODE)
+    assert "20 test points of " in out
+    stats, _ = parse_stats(out)
+    assert stats["bits/dim"][0] == pytest.approx(stats["NLL"][0] / (3 * math.log(2)), abs=2e-4)
+
+
 def test_demo_runs(tmp_path, capsys, monkeypatch):
     # the demo's own network and tolerances, shrunk through its one config dict
     monkeypatch.setitem(DEMO_CONFIG, "net", {"hidden": 16, "depth": 1})
