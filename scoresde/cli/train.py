@@ -21,6 +21,7 @@ from torch import Tensor, nn
 import scoresde as sd
 from scoresde.checkpoint import CONFIG_FILE
 from scoresde.losses import LOSSES, WEIGHTINGS
+from scoresde.training import LR_SCHEDULES
 
 from ._common import DTYPES, _Fail, nonnegative_int, positive_int, positive_real
 
@@ -30,16 +31,17 @@ NET_NAMES = ("mlp", "unet")
 # Defaults of the flags that define a run, per kind of data ("points" / "images").
 DEFAULTS: Dict[str, Dict[str, Any]] = {
     "points": {"net": "mlp", "hidden": 128, "depth": 3, "batch_size": 256, "lr": 2e-3,
-               "warmup": 100, "ema_decay": 0.995},
+               "warmup": 100, "ema_decay": 0.995, "lr_schedule": "cosine"},
     "images": {"net": "unet", "hidden": 32, "depth": 1, "batch_size": 128, "lr": 1e-3,
-               "warmup": 100, "ema_decay": 0.999},
+               "warmup": 100, "ema_decay": 0.999, "lr_schedule": "cosine"},
 }
 SHARED_DEFAULTS: Dict[str, Any] = {"sde": "vp", "weighting": "none",
                                    "importance_sampling": False, "seed": 0, "n": None,
                                    "dtype": "float32", "sigma_max": None, "steps": 3000}
 # Flags that define a run: given together with --resume they are an error.
 RUN_FLAGS = ("data", "sde", "sigma_max", "net", "hidden", "depth", "batch_size", "lr",
-             "warmup", "ema_decay", "loss", "weighting", "importance_sampling", "seed", "n",
+             "warmup", "lr_schedule", "ema_decay", "loss", "weighting", "importance_sampling",
+             "seed", "n",
              "dtype", "log_every")
 VE_SIGMA_MIN = 0.01
 _MAX_PAIRWISE_POINTS = 10_000
@@ -85,6 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"peak AdamW learning rate (default {pts['lr']:g} / {img['lr']:g})")
     p.add_argument("--warmup", type=nonnegative_int,
                    help=f"linear warm-up steps (default {pts['warmup']})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="after warm-up: constant, or cosine decay to 0 at the last step "
+                        "(default cosine)")
     p.add_argument("--ema-decay", type=float,
                    help=f"EMA decay in [0, 1) (default {pts['ema_decay']} / {img['ema_decay']})")
     p.add_argument("--loss", choices=tuple(LOSSES),
@@ -155,6 +160,7 @@ def _new_run(args: argparse.Namespace) -> sd.Trainer:
         net = make_net(o["net"], data, o["hidden"], o["depth"]).to(dtype)
     config = sd.TrainConfig(
         steps=o["steps"], batch_size=o["batch_size"], lr=o["lr"], warmup=o["warmup"],
+        lr_schedule=o["lr_schedule"],
         ema_decay=o["ema_decay"], seed=o["seed"], loss=o["loss"], weighting=o["weighting"],
         importance_sampling=bool(o["importance_sampling"]), log_every=o["log_every"])
     trainer = sd.Trainer(net, sde, data, config)
