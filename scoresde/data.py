@@ -289,8 +289,11 @@ def load_dataset(name_or_path: str, split: str = "train", n: Optional[int] = Non
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
 
-    is_file = name.endswith(FILE_SUFFIXES) or os.sep in name or os.path.exists(name)
-    if name in DATASETS and not is_file:
+    # A built-in name wins over a same-named file or folder in the working directory; write
+    # ./gmm.npy (a suffix or a separator) to mean a file.
+    looks_like_path = name.endswith(FILE_SUFFIXES) or os.sep in name
+    is_file = looks_like_path or (name not in DATASETS and os.path.exists(name))
+    if name in DATASETS and not looks_like_path:
         if name == "digits":
             data = _load_digits(split, n, seed, dtype)
         else:

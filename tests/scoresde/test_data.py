@@ -1,5 +1,6 @@
 """Data sets: shapes, seeding, standardisation, the gmm oracle, digits, user files."""
 import math
+import os
 import sys
 
 import numpy as np
@@ -124,3 +125,16 @@ def test_bad_files_and_names(tmp_path):
     with pytest.raises(ValueError, match="n must"):
         load_dataset("gmm", n=0)
     assert "digits" in DATASETS
+
+
+def test_builtin_name_wins_over_a_same_named_folder(tmp_path, monkeypatch):
+    # a scratch folder called "gmm" in the working directory must not shadow the data set
+    (tmp_path / "gmm").mkdir()
+    (tmp_path / "notes").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset("gmm", n=10)
+    assert data.name == "gmm" and data.oracle is not None
+    with pytest.raises(ValueError, match=r"'notes' must end in \.npy or \.pt"):
+        load_dataset("notes")
+    with pytest.raises(ValueError, match=r"must end in \.npy or \.pt"):
+        load_dataset(os.path.join(".", "gmm"))
