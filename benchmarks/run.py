@@ -17,7 +17,8 @@ import sys
 import time
 
 if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # appended, so that a scoresde on PYTHONPATH (e.g. another version to compare) wins
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
@@ -35,12 +36,16 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.path.join(C.ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--img-dir", default=None,
                         help="folder of the PNGs (default: img/ next to --out)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads(N) for the run (default: torch's own)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:

@@ -27,6 +27,13 @@ def batch_time(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
 
 
+def scalar_time(t: Tensor) -> Tensor:
+    """A [batch] time that is one value expanded over the batch (as ``batch_time`` makes it),
+    as a [1] tensor: coefficients alpha(t), beta(t), ... are then computed once instead of
+    once per sample (the same values; they broadcast against x through ``batch_view``)."""
+    return t[:1] if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
+
+
 def call_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
     """Evaluate score(x, t) with t a [batch] tensor and check the result's shape."""
     s = score(x, t)
@@ -45,11 +52,12 @@ def reverse_sde(sde: SDE, score: ScoreFn) -> Tuple[Callable, Callable]:
     """
     def drift(t: Tensor, x: Tensor) -> Tensor:
         tb = batch_time(t, x)
-        f, g = sde.coefficients(tb)
+        f, g = sde.coefficients(scalar_time(tb))
         return batch_view(f, x) * x - batch_view(g ** 2, x) * call_score(score, x, tb)
 
     def diffusion(t: Tensor, x: Tensor) -> Tensor:
-        return batch_view(sde.coefficients(batch_time(t, x))[1], x)
+        g = sde.coefficients(scalar_time(batch_time(t, x)))[1]
+        return batch_view(g, x).expand(x.shape[0], *([1] * (x.dim() - 1)))
 
     return drift, diffusion
 
@@ -58,7 +66,7 @@ def probability_flow(sde: SDE, score: ScoreFn) -> Callable[[Tensor, Tensor], Ten
     """The probability-flow ODE vector field v(t, x) = f(t) x - g(t)^2 s(x, t) / 2."""
     def field(t: Tensor, x: Tensor) -> Tensor:
         tb = batch_time(t, x)
-        f, g = sde.coefficients(tb)
+        f, g = sde.coefficients(scalar_time(tb))
         return batch_view(f, x) * x - 0.5 * batch_view(g ** 2, x) * call_score(score, x, tb)
 
     return field

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import TimeLike, batch_view, check_choice, check_real, check_state
+from .dynamics import scalar_time
 from .sdes import DiscreteVPSDE, SDE
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction", "score")
@@ -77,12 +78,15 @@ class ScoreModel(nn.Module):
 
     def _output(self, x: Tensor, t: TimeLike):
         check_state("x", x)
-        t = self.sde.time(t, batch=x.shape[0], like=x)
+        return self._raw(x, self.sde.time(t, batch=x.shape[0], like=x))
+
+    def _raw(self, x: Tensor, t: Tensor):
+        """Network output, alpha and std (broadcastable to x) for a valid [batch] time t."""
         out = self.net(x, self.network_time(t))
         if not isinstance(out, Tensor) or out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
                              f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out)}")
-        alpha, std = self.sde.marginal_coeffs_(t)
+        alpha, std = self.sde.marginal_coeffs_(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
     def eps(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -99,10 +103,27 @@ class ScoreModel(nn.Module):
 
     def forward(self, x: Tensor, t: TimeLike) -> Tensor:
         """The score grad_x log p_t(x), shaped like x."""
-        out, alpha, std = self._output(x, t)
+        return self._score(*self._output(x, t), x)
+
+    def score_unchecked(self, x: Tensor, t: Tensor) -> Tensor:
+        """``forward`` for a t that is already a valid [batch] time tensor of x's dtype and
+        device, as the samplers pass (their grids are checked once at the entry point): the
+        same arithmetic without the per-call checks of x and t, which cost host syncs."""
+        return self._score(*self._raw(x, t), x)
+
+    def _score(self, out: Tensor, alpha: Tensor, std: Tensor, x: Tensor) -> Tensor:
         if self.prediction == "score":
             return out
         return -_to_eps(self.prediction, out, x, alpha, std) / std
+
+
+def unchecked(score: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``score.score_unchecked`` for a plain ScoreModel (no subclass overriding forward, no
+    hooks), else ``score`` itself: what the samplers call with their validated times."""
+    if (isinstance(score, ScoreModel) and type(score).forward is ScoreModel.forward
+            and not score._forward_hooks and not score._forward_pre_hooks):
+        return score.score_unchecked
+    return score
 
 
 def _to_eps(prediction: str, out: Tensor, x: Tensor, alpha: Tensor, std: Tensor) -> Tensor:

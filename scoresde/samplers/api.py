@@ -12,6 +12,7 @@ import solvers
 from .._validation import batch_view, check_choice, check_int, check_real
 from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
 from ..grids import GRIDS, index_grid, noise_ratio, time_from_noise_ratio, time_grid
+from ..score import unchecked
 from ..sdes import SDE, DiscreteVPSDE, VPTypeSDE
 from . import dpm_solver, karras, updates
 from .correctors import CORRECTORS
@@ -46,11 +47,20 @@ class _Context:
 
 
 # -- runners: one per family of samplers ---------------------------------------------
-def _predictor_step(ctx: _Context, update, t_last: float, **kwargs):
-    """A solvers step (x, t0, t1, noise) -> x running one predictor update."""
+def _predictor_step(ctx: _Context, update, t_last: float, n_steps: Optional[int] = None,
+                    **kwargs):
+    """A solvers step (x, t0, t1, noise) -> x running one predictor update.
+
+    The last update (t1 == t_last) returns its mean. Given ``n_steps``, the step counts its
+    calls to know the last one instead of reading t1 back from the device at every step.
+    """
+    count = [0]
+
     def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
         mean, scale = update(ctx.sde, ctx.score, x, batch_time(t0, x), batch_time(t1, x), **kwargs)
-        if scale is None or float(t1) == t_last:
+        count[0] += 1
+        last = count[0] == n_steps if n_steps is not None else float(t1) == t_last
+        if scale is None or last:
             return mean
         return mean + scale * noise.draw(x)
     return step
@@ -65,8 +75,8 @@ def _run_predictor(name: str):
 
     def run(ctx: _Context, x: Tensor):
         ts = _fixed_grid(ctx, x)
-        return solvers.integrate(_predictor_step(ctx, update, ts[-1].item()), x, ts,
-                                 noise=ctx.noise, **ctx.loop)
+        return solvers.integrate(_predictor_step(ctx, update, ts[-1].item(), len(ts) - 1), x,
+                                 ts, noise=ctx.noise, **ctx.loop)
     return run
 
 
@@ -78,7 +88,8 @@ def _run_pc(ctx: _Context, x: Tensor):
     n_corr = check_int("corrector_steps", o["corrector_steps"], minimum=0)
     corrector = CORRECTORS[o["corrector"]]
     ts = _fixed_grid(ctx, x)
-    predict = _predictor_step(ctx, updates.PREDICTORS[o["predictor"]], ts[-1].item())
+    predict = _predictor_step(ctx, updates.PREDICTORS[o["predictor"]], ts[-1].item(),
+                              len(ts) - 1)
 
     # score_sde's order (pc_sampler): correct at t_i, then predict t_i -> t_{i+1}, so the
     # last update is the predictor's noise-free mean.
@@ -122,7 +133,7 @@ def _run_ddpm(ctx: _Context, x: Tensor):
     sde = ctx.sde
     ts = index_grid(sde, sde.N if ctx.opts["steps"] is None else ctx.opts["steps"],
                     ctx.opts["grid"]).to(x)
-    step = _predictor_step(ctx, updates.ancestral, ts[-1].item())
+    step = _predictor_step(ctx, updates.ancestral, ts[-1].item(), len(ts) - 1)
     return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
 
 
@@ -137,7 +148,7 @@ def _run_ddim(ctx: _Context, x: Tensor):
               time_grid(sde, steps - 1, o["eps"], o["grid"]))
         ts = torch.cat([ts, ts.new_zeros(1)])
     ts = ts.to(x)
-    step = _predictor_step(ctx, updates.ddim, ts[-1].item(), eta=eta)
+    step = _predictor_step(ctx, updates.ddim, ts[-1].item(), len(ts) - 1, eta=eta)
     return solvers.integrate(step, x, ts, noise=ctx.noise, **ctx.loop)
 
 
@@ -174,8 +185,10 @@ def _run_heun_karras(ctx: _Context, x: Tensor):
     sig_max = noise_ratio(ctx.sde, ts[:1])
     t_hat = torch.where(gam > 0, time_from_noise_ratio(ctx.sde, torch.minimum(
         sig * (1.0 + gam), sig_max)), ts[:-1])
-    step = karras.heun_step(ctx.sde, ctx.score, t_hat, float(o["s_noise"]))
-    sol = solvers.integrate(step, x, ts.to(x), noise=ctx.noise, **ctx.loop)
+    ts_x = ts.to(x)
+    churn = (t_hat.to(x) > ts_x[:-1]).tolist()  # on the state's dtype, as the step compares
+    step = karras.heun_step(ctx.sde, ctx.score, t_hat, float(o["s_noise"]), churn)
+    sol = solvers.integrate(step, x, ts_x, noise=ctx.noise, **ctx.loop)
     sol.x = tweedie_denoise(ctx.score, ctx.sde, sol.x, float(ts[-1]))
     return sol
 
@@ -291,7 +304,7 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
                              f"{tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T)}")
         x = x_T.to(dtype=dtype or x_T.dtype, device=device or x_T.device)
 
-    counted = solvers.CountingFunction(score)
+    counted = solvers.CountingFunction(unchecked(score))
     ctx = _Context(score=counted, sde=sde, noise=solvers.GaussianNoise(generator),
                    generator=generator, opts=opts,
                    loop={"progress": progress, "callback": callback,

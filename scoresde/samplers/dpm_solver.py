@@ -21,26 +21,29 @@ import torch
 from torch import Tensor
 
 from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score
+from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
 from ..sdes import SDE
 
 
 class _Model:
-    """eps- and x0-predictions of a score at a time, with alpha, std and lambda, on x's dtype."""
+    """eps- and x0-predictions of a score at a time, with alpha, std and lambda, on x's dtype.
+
+    Coefficients are computed once per time (not per sample) and reused: ``eps`` and ``x0``
+    take the step's alpha and std, and the multistep solver keeps those of t_{i+1} for the
+    next step, whose start time it is.
+    """
 
     def __init__(self, sde: SDE, score: ScoreFn):
         self.sde, self.score = sde, score
 
     def coeffs(self, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        alpha, std = self.sde.marginal_coeffs_(batch_time(t, x))
+        alpha, std = self.sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
         return batch_view(alpha, x), batch_view(std, x), batch_view(torch.log(alpha / std), x)
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
-        _, std, _ = self.coeffs(t, x)
+    def eps(self, x: Tensor, t: Tensor, std: Tensor) -> Tensor:
         return -std * call_score(self.score, x, batch_time(t, x))
 
-    def x0(self, x: Tensor, t: Tensor) -> Tensor:
-        alpha, std, _ = self.coeffs(t, x)
+    def x0(self, x: Tensor, t: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
         return (x + std ** 2 * call_score(self.score, x, batch_time(t, x))) / alpha
 
 
@@ -52,14 +55,16 @@ def singlestep_step(sde: SDE, score: ScoreFn, order: int, inner: Tensor) -> Call
     """
     model = _Model(sde, score)
     count = [0]
+    start: List[Tuple[Tensor, Tensor, Tensor]] = []  # coefficients of the next step's start
 
     def step(x: Tensor, s: Tensor, t: Tensor, noise) -> Tensor:
         i = count[0]
         count[0] += 1
-        a_s, sd_s, lam_s = model.coeffs(s, x)
+        a_s, sd_s, lam_s = start.pop() if start else model.coeffs(s, x)
         a_t, sd_t, lam_t = model.coeffs(t, x)
+        start.append((a_t, sd_t, lam_t))
         h = lam_t - lam_s
-        e_s = model.eps(x, s)
+        e_s = model.eps(x, s, sd_s)
         if order == 1:  # eq. 3.7
             return a_t / a_s * x - sd_t * torch.expm1(h) * e_s
         if order == 2:  # DPM-Solver-2, Alg. 4 with r1 = 1/2
@@ -67,7 +72,7 @@ def singlestep_step(sde: SDE, score: ScoreFn, order: int, inner: Tensor) -> Call
             s1 = inner[i, 0]
             a1, sd1, _ = model.coeffs(s1, x)
             u = a1 / a_s * x - sd1 * torch.expm1(r1 * h) * e_s
-            d = model.eps(u, s1) - e_s
+            d = model.eps(u, s1, sd1) - e_s
             return a_t / a_s * x - sd_t * torch.expm1(h) * e_s - sd_t / (2 * r1) * torch.expm1(h) * d
         # DPM-Solver-3, Alg. 5 with r1 = 1/3, r2 = 2/3
         r1, r2 = 1.0 / 3.0, 2.0 / 3.0
@@ -75,10 +80,10 @@ def singlestep_step(sde: SDE, score: ScoreFn, order: int, inner: Tensor) -> Call
         a1, sd1, _ = model.coeffs(s1, x)
         a2, sd2, _ = model.coeffs(s2, x)
         u1 = a1 / a_s * x - sd1 * torch.expm1(r1 * h) * e_s
-        d1 = model.eps(u1, s1) - e_s
+        d1 = model.eps(u1, s1, sd1) - e_s
         u2 = (a2 / a_s * x - sd2 * torch.expm1(r2 * h) * e_s
               - sd2 * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1.0) * d1)
-        d2 = model.eps(u2, s2) - e_s
+        d2 = model.eps(u2, s2, sd2) - e_s
         return (a_t / a_s * x - sd_t * torch.expm1(h) * e_s
                 - sd_t / r2 * (torch.expm1(h) / h - 1.0) * d2)
 
@@ -108,6 +113,7 @@ def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_pred
     model = _Model(sde, score)
     hist: List[Tuple[Tensor, Tensor]] = []  # (lambda, model output) at previous grid times
     count = [0]
+    start: List[Tuple[Tensor, Tensor, Tensor]] = []  # coefficients of the next step's start
 
     def step(x: Tensor, s: Tensor, t: Tensor, noise) -> Tensor:
         i = count[0]
@@ -115,9 +121,10 @@ def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_pred
         k = min(order, i + 1)
         if lower_order_final:
             k = min(k, n_steps - i)
-        a_s, sd_s, lam_s = model.coeffs(s, x)
+        a_s, sd_s, lam_s = start.pop() if start else model.coeffs(s, x)
         a_t, sd_t, lam_t = model.coeffs(t, x)
-        m0 = model.x0(x, s) if data_prediction else model.eps(x, s)
+        start.append((a_t, sd_t, lam_t))
+        m0 = model.x0(x, s, a_s, sd_s) if data_prediction else model.eps(x, s, sd_s)
         hist.append((lam_s, m0))
         del hist[:-3]
         h = lam_t - lam_s

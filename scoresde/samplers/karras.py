@@ -12,13 +12,13 @@ The final step to sigma = 0 is a single Euler step, i.e. x = D(x~; sigma_{N-1}).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score
+from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
 from ..sdes import SDE
 
 
@@ -30,23 +30,27 @@ def churn_gammas(sigmas: Tensor, s_churn: float, s_tmin: float, s_tmax: float) -
     return torch.where(inside, torch.full_like(sigmas, g), torch.zeros_like(sigmas))
 
 
-def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float) -> Callable:
+def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float,
+              churn: Optional[Sequence[bool]] = None) -> Callable:
     """A solvers step for one Heun step of EDM from grid time t_i to t_{i+1} (both > 0).
 
     ``t_hat`` [n_steps] holds the churned times t(sigma_i (1 + gamma_i)); where it equals
-    t_i no noise is drawn (deterministic Alg. 1).
+    t_i no noise is drawn (deterministic Alg. 1). ``churn[i]`` (optional) says whether
+    t_hat[i] > t_i in the state's dtype, known up front; without it the step compares
+    on the device, which waits for it at every step.
     """
     count = [0]
 
     def coeffs(t: Tensor, x: Tensor):
-        alpha, std = sde.marginal_coeffs_(batch_time(t, x))
+        alpha, std = sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
         return batch_view(alpha, x), batch_view(std / alpha, x)
 
     def denoise(xs: Tensor, t: Tensor, alpha: Tensor) -> Tensor:
         # D(x~; sigma) = x0(x = alpha x~) = (x + std^2 score)/alpha
         x = alpha * xs
-        std2 = (sde.marginal_coeffs_(batch_time(t, x))[1] ** 2)
-        return (x + batch_view(std2, x) * call_score(score, x, batch_time(t, x))) / alpha
+        tb = batch_time(t, x)
+        std2 = (sde.marginal_coeffs_(scalar_time(tb))[1] ** 2)
+        return (x + batch_view(std2, x) * call_score(score, x, tb)) / alpha
 
     def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
         i = count[0]
@@ -54,7 +58,7 @@ def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float) -> Callab
         a0, sig0 = coeffs(t0, x)
         xs = x / a0
         th = t_hat[i].to(t0)
-        if bool(th > t0):  # churn: sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
+        if churn[i] if churn is not None else bool(th > t0):  # churn: sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
             a_hat, sig_hat = coeffs(th, x)
             xs = xs + torch.sqrt(sig_hat ** 2 - sig0 ** 2) * s_noise * noise.draw(x)
             t0, a0, sig0 = th, a_hat, sig_hat

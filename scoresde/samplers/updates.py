@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .._validation import batch_view
-from ..dynamics import ScoreFn, call_score
+from ..dynamics import ScoreFn, call_score, scalar_time
 from ..sdes import SDE, VESDE, VPTypeSDE
 
 Update = Tuple[Tensor, Optional[Tensor]]
@@ -22,8 +22,9 @@ Update = Tuple[Tensor, Optional[Tensor]]
 
 def euler_maruyama(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, s: Tensor) -> Update:
     """Euler–Maruyama on the reverse SDE (Song et al. 2021, eq. 6; Kloeden & Platen 1992, 9.1)."""
-    dt = batch_view(s - t, x)  # negative: time runs backwards
-    f, g = sde.coefficients(t)
+    tc, sc = scalar_time(t), scalar_time(s)
+    dt = batch_view(sc - tc, x)  # negative: time runs backwards
+    f, g = sde.coefficients(tc)
     drift = batch_view(f, x) * x - batch_view(g ** 2, x) * call_score(score, x, t)
     return x + drift * dt, batch_view(g, x) * torch.sqrt(-dt)
 
@@ -44,6 +45,7 @@ def ancestral(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, s: Tensor) -> Upda
     VE: x_s = x_t + (sigma_t^2 - sigma_s^2) score + sqrt((sigma_t^2 - sigma_s^2) sigma_s^2/sigma_t^2) z.
     """
     sc = call_score(score, x, t)
+    t, s = scalar_time(t), scalar_time(s)
     if isinstance(sde, VPTypeSDE):
         beta = batch_view(-torch.expm1(2.0 * (sde.log_alpha_(t) - sde.log_alpha_(s))), x)
         return (x + beta * sc) / torch.sqrt(1.0 - beta), torch.sqrt(beta)
@@ -71,7 +73,7 @@ def ddim(sde: VPTypeSDE, score: ScoreFn, x: Tensor, t: Tensor, s: Tensor,
     """
     if not isinstance(sde, VPTypeSDE):
         raise TypeError(f"DDIM is defined for VP-type SDEs, not {type(sde).__name__}")
-    log_a_t, log_a_s = sde.log_alpha_(t), sde.log_alpha_(s)
+    log_a_t, log_a_s = sde.log_alpha_(scalar_time(t)), sde.log_alpha_(scalar_time(s))
     abar_t, abar_s = batch_view(torch.exp(2 * log_a_t), x), batch_view(torch.exp(2 * log_a_s), x)
     std_t = torch.sqrt(1.0 - abar_t)
     eps = -std_t * call_score(score, x, t)
