@@ -59,7 +59,10 @@ def git_revision() -> str:
 
 
 def machine_rows(device: torch.device, command: str) -> List[List[str]]:
-    rows = [["CPU", f"{cpu_model()}, {os.cpu_count()} logical cores"],
+    import scoresde
+    where = os.path.relpath(os.path.dirname(os.path.dirname(scoresde.__file__)), ROOT)
+    rows = [["scoresde", f"{scoresde.__version__} imported from `{where}`"],
+            ["CPU", f"{cpu_model()}, {os.cpu_count()} logical cores"],
             ["torch threads", str(torch.get_num_threads())],
             ["device", device_name(device)],
             ["python", platform.python_version()],

@@ -412,7 +412,7 @@ class WeakRow:
 
 
 def weak_rows(p: Problem, cfg: C.Config) -> Tuple[List[WeakRow], Dict[str, Tuple[float, float, float]], int]:
-    n = 1000 if cfg.quick else 8000
+    n = 2000 if cfg.quick else 10000
     nfes = WEAK_NFES_QUICK if cfg.quick else WEAK_NFES_FULL
     dev = p.x_T.device
     laws = {"eps": p.oracle.marginal(EPS), "0": p.oracle}

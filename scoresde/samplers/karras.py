@@ -40,32 +40,33 @@ def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float,
     on the device, which waits for it at every step.
     """
     count = [0]
+    start: list = []  # coefficients of t_{i+1}, the next step's start time
 
     def coeffs(t: Tensor, x: Tensor):
         alpha, std = sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
-        return batch_view(alpha, x), batch_view(std / alpha, x)
+        return batch_view(alpha, x), batch_view(std / alpha, x), batch_view(std ** 2, x)
 
-    def denoise(xs: Tensor, t: Tensor, alpha: Tensor) -> Tensor:
+    def denoise(xs: Tensor, t: Tensor, alpha: Tensor, std2: Tensor) -> Tensor:
         # D(x~; sigma) = x0(x = alpha x~) = (x + std^2 score)/alpha
         x = alpha * xs
-        tb = batch_time(t, x)
-        std2 = (sde.marginal_coeffs_(scalar_time(tb))[1] ** 2)
-        return (x + batch_view(std2, x) * call_score(score, x, tb)) / alpha
+        return (x + std2 * call_score(score, x, batch_time(t, x))) / alpha
 
     def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
         i = count[0]
         count[0] += 1
-        a0, sig0 = coeffs(t0, x)
+        a0, sig0, v0 = start.pop() if start else coeffs(t0, x)
         xs = x / a0
-        th = t_hat[i].to(t0)
-        if churn[i] if churn is not None else bool(th > t0):  # churn: sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
-            a_hat, sig_hat = coeffs(th, x)
+        # churn: sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
+        if churn[i] if churn is not None else bool(t_hat[i].to(t0) > t0):
+            th = t_hat[i].to(t0)
+            a_hat, sig_hat, v_hat = coeffs(th, x)
             xs = xs + torch.sqrt(sig_hat ** 2 - sig0 ** 2) * s_noise * noise.draw(x)
-            t0, a0, sig0 = th, a_hat, sig_hat
-        a1, sig1 = coeffs(t1, x)
-        d0 = (xs - denoise(xs, t0, a0)) / sig0                     # Alg. 1, line 4
+            t0, a0, sig0, v0 = th, a_hat, sig_hat, v_hat
+        a1, sig1, v1 = coeffs(t1, x)
+        start.append((a1, sig1, v1))
+        d0 = (xs - denoise(xs, t0, a0, v0)) / sig0                 # Alg. 1, line 4
         xs1 = xs + (sig1 - sig0) * d0                              # line 5
-        d1 = (xs1 - denoise(xs1, t1, a1)) / sig1                   # line 7
+        d1 = (xs1 - denoise(xs1, t1, a1, v1)) / sig1               # line 7
         return a1 * (xs + (sig1 - sig0) * 0.5 * (d0 + d1))         # line 8
 
     return step
