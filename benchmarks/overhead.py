@@ -200,7 +200,7 @@ def loop_cost(shape: Tuple[int, ...], steps: int, repeats: int, device) -> Dict[
 
 def run(cfg: C.Config) -> C.Section:
     steps = 12 if cfg.quick else 50
-    repeats = 5 if cfg.quick else 9
+    repeats = 5 if cfg.quick else 7
     md = ["## 2. Sampling-loop overhead", "",
           f"Each loop drives the same randomly initialised float32 network for about {steps} "
           f"NFE under `torch.no_grad()` (one warm-up run, then the median of {repeats} "
@@ -249,7 +249,8 @@ def run(cfg: C.Config) -> C.Section:
                       [[n, src[n], f"{costs['mlp'][n]:.0f}", f"{costs['unet'][n]:.0f}"]
                        for n in names], "llrr"), ""]
     plt = C.pyplot()
-    fig, axes = plt.subplots(1, len(plot), figsize=(6.5 * len(plot), 4.5))
+    fig, axes = plt.subplots(1, len(plot), figsize=(6.5 * len(plot), 4.5),
+                             constrained_layout=True)
     for ax, (key, rows) in zip(axes, plot):
         names = [r["loop"] for r in rows]
         colors = ["C0" if r["source"] == "scoresde" else "C7" for r in rows]
