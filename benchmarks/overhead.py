@@ -105,7 +105,9 @@ def torchsde_euler(net: Net, steps: int, device) -> Callable[[], int]:
     def run() -> int:
         y0 = torch.randn(shape, generator=C.seeded(0, device), device=device).reshape(B, -1)
         ts = torch.tensor([0.0, S], device=device)
-        bm = torchsde.BrownianInterval(0.0, S, size=y0.shape, dt=dt, device=device, entropy=0)
+        # the interval ends at the float32 end time the solver reaches (0.999 rounds up)
+        bm = torchsde.BrownianInterval(0.0, float(ts[-1]), size=y0.shape, dt=dt,
+                                       device=device, entropy=0)
         field = Reverse()
         torchsde.sdeint(field, y0, ts, bm=bm, method="euler", dt=dt)
         return field.calls
