@@ -31,9 +31,9 @@ NET_NAMES = ("mlp", "unet")
 # Defaults of the flags that define a run, per kind of data ("points" / "images").
 DEFAULTS: Dict[str, Dict[str, Any]] = {
     "points": {"net": "mlp", "hidden": 128, "depth": 3, "batch_size": 256, "lr": 2e-3,
-               "warmup": 100, "ema_decay": 0.995, "lr_schedule": "cosine"},
+               "warmup": 100, "ema_decay": 0.995, "lr_schedule": "constant"},
     "images": {"net": "unet", "hidden": 32, "depth": 1, "batch_size": 128, "lr": 1e-3,
-               "warmup": 100, "ema_decay": 0.999, "lr_schedule": "cosine"},
+               "warmup": 100, "ema_decay": 0.999, "lr_schedule": "constant"},
 }
 SHARED_DEFAULTS: Dict[str, Any] = {"sde": "vp", "weighting": "none",
                                    "importance_sampling": False, "seed": 0, "n": None,
@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"linear warm-up steps (default {pts['warmup']})")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="after warm-up: constant, or cosine decay to 0 at the last step "
-                        "(default cosine)")
+                        "(default constant)")
     p.add_argument("--ema-decay", type=float,
                    help=f"EMA decay in [0, 1) (default {pts['ema_decay']} / {img['ema_decay']})")
     p.add_argument("--loss", choices=tuple(LOSSES),
