@@ -491,3 +491,15 @@ def test_exact_trace_in_chunks_in_hundreds_of_dimensions(build_sde, truth):
 @pytest.mark.slow
 def test_exact_trace_in_thousands_of_dimensions(build_sde, truth):
     _high_dim_check(2048, 128, 1e-5, truth, build_sde)
+
+
+def test_data_and_network_dtype_mismatch_is_named():
+    # float32 data into a float64 network: one message naming both, not the solver's
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(sd.MLP(2, hidden=8, depth=1).double(), sde)
+    x = torch.zeros(4, 2, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"x is torch.float32 on cpu but the score network's "
+                                         r"parameters are torch.float64 on cpu"):
+        sd.log_likelihood(model, sde, x)
+    ll = sd.log_likelihood(model, sde, x.double(), rtol=1e-3, atol=1e-3)
+    assert torch.isfinite(ll.logp).all()
