@@ -123,3 +123,22 @@ def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
 def batch_view(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, *dims]."""
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
+
+
+def first_float_parameter(score: object) -> Optional[Tensor]:
+    """The first floating-point parameter of an nn.Module score, else None: the dtype and
+    device a network computes in (sample() and log_likelihood() match data to it)."""
+    if isinstance(score, torch.nn.Module):
+        for p in score.parameters():
+            if p.is_floating_point():
+                return p
+    return None
+
+
+def check_matches_network(name: str, x: Tensor, score: object) -> None:
+    """A clear error when x's dtype or device differs from the score network's parameters."""
+    param = first_float_parameter(score)
+    if param is not None and (param.dtype != x.dtype or param.device != x.device):
+        raise ValueError(f"{name} is {x.dtype} on {x.device} but the score network's "
+                         f"parameters are {param.dtype} on {param.device}; make them match "
+                         f"(e.g. {name}.to({param.dtype}) or model.to({x.dtype}))")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 import solvers
 
-from .._validation import check_choice, check_int, check_real, check_state
+from .._validation import check_choice, check_int, check_matches_network, check_real, check_state
 from ..dynamics import ScoreFn, probability_flow
 from ..sdes import SDE
 from .divergence import (PROBES, default_chunk_size, draw_probes, exact_divergence,
@@ -59,15 +59,6 @@ class LikelihoodResult:
     logp_per_probe: Optional[Tensor] = None
 
 
-def _first_float_parameter(score: ScoreFn) -> Optional[Tensor]:
-    """The first floating-point parameter of an nn.Module score (None for other callables)."""
-    if isinstance(score, torch.nn.Module):
-        for p in score.parameters():
-            if p.is_floating_point():
-                return p
-    return None
-
-
 def _check_common(score: ScoreFn, sde: SDE, x: Tensor, name: str, *, rtol: float,
                   atol: float, eps: float, max_steps: int) -> Tuple[Tensor, float]:
     if not callable(score):
@@ -83,12 +74,7 @@ def _check_common(score: ScoreFn, sde: SDE, x: Tensor, name: str, *, rtol: float
         bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
         raise ValueError(f"{name} must be finite, but {name}[{bad}] contains NaN or inf "
                          f"(shape {tuple(x.shape)})")
-    param = _first_float_parameter(score)
-    if param is not None and (param.dtype != x.dtype or param.device != x.device):
-        raise ValueError(f"{name} is {x.dtype} on {x.device} but the score network's "
-                         f"parameters are {param.dtype} on {param.device}; convert one to "
-                         f"match, e.g. {name}.to({param.dtype}) or "
-                         f"model.to({x.dtype})")
+    check_matches_network(name, x, score)
     check_real("rtol", rtol, positive=True)
     check_real("atol", atol, positive=True)
     eps = check_real("eps", eps)

@@ -9,7 +9,8 @@ from torch import Tensor
 
 import solvers
 
-from .._validation import batch_view, check_choice, check_int, check_real
+from .._validation import (batch_view, check_choice, check_int, check_matches_network,
+                           check_real, first_float_parameter)
 from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
 from ..grids import GRIDS, index_grid, noise_ratio, time_from_noise_ratio, time_grid
 from ..score import unchecked
@@ -264,7 +265,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         generator: torch.Generator for all randomness: the prior is drawn first, then one
             standard normal tensor shaped like x per stochastic update, in order.
         x_T: start from this state at t = T instead of a prior draw.
-        dtype, device: of the samples (default: torch's default dtype, the generator's device).
+        dtype, device: of the samples (default: those of the network's parameters when
+            ``score`` is an nn.Module, else torch's default dtype; the generator's device).
         progress: show a tqdm bar. callback: called as callback(step, t, x) after each
             fixed-grid step. return_trajectory: keep every state in ``result.trajectory``.
         **options: the solver's own options, e.g. steps, eps (end time), grid ("uniform",
@@ -296,6 +298,12 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     if "grid" in opts:
         check_choice("grid", opts["grid"], GRIDS)
 
+    # A network's parameters set the default dtype and device of the samples, so that a
+    # float64 or CUDA model samples in float64 or on CUDA without extra arguments.
+    param = first_float_parameter(score)
+    if param is not None and x_T is None:
+        dtype = dtype or param.dtype
+        device = device or (generator.device if generator is not None else param.device)
     if x_T is None:
         x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
     else:
@@ -304,6 +312,7 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
                              f"{tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T)}")
         x = x_T.to(dtype=dtype or x_T.dtype, device=device or x_T.device)
 
+    check_matches_network("x_T", x, score)
     counted = solvers.CountingFunction(unchecked(score))
     ctx = _Context(score=counted, sde=sde, noise=solvers.GaussianNoise(generator),
                    generator=generator, opts=opts,

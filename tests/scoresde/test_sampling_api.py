@@ -393,3 +393,14 @@ def test_eps_is_the_end_time(vp):
     res = sample(unit_score, vp, SHAPE, solver="ode_euler", steps=4, eps=0.05,
                  generator=_gen(0), return_trajectory=True)
     assert float(res.ts[-1]) == pytest.approx(0.05, abs=1e-12)
+
+
+def test_samples_follow_the_network_dtype_and_mismatch_is_named():
+    # a float32 network samples in float32 by default (the test session's default is float64)
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(sd.MLP(2, hidden=8, depth=1).float(), sde)
+    for solver, opts in (("ddim", dict(steps=3)), ("ode", dict(rtol=1e-3, atol=1e-3))):
+        assert sd.sample(model, sde, (4, 2), solver=solver, **opts).x.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"x_T is torch.float64 on cpu but the score "
+                                         r"network's parameters are torch.float32 on cpu"):
+        sd.sample(model, sde, (4, 2), solver="ddim", steps=3, dtype=torch.float64)
