@@ -14,11 +14,61 @@ Layout of a checkpoint directory::
     state.safetensors      other tensors (optional): "sde.betas" for a DiscreteVPSDE,
                            "generator.state" for the trainer's torch.Generator
 
-Every file is written atomically (a temporary file in the same directory, flushed and
-fsync'ed, then ``os.replace``), tensor files first and config.json last. Loading reads
-only JSON and safetensors (no pickle, no imports by name): a missing, truncated or
-corrupt file, a checksum mismatch or a network that does not match the stored weights
-raises :class:`CheckpointError` naming the file and the problem.
+Loading reads only JSON and safetensors (no pickle, no imports by name): a missing,
+truncated or corrupt file, a checksum mismatch or a network that does not match the stored
+weights raises :class:`CheckpointError`, one line naming the file and the problem.
+
+Crash safety
+------------
+A save replaces the whole checkpoint atomically: a process killed at any instant (SIGKILL,
+power loss after the directory fsyncs) leaves a directory that loads as either the previous
+checkpoint or the new one, never a mix and never nothing (except before the very first save
+has committed, when there is no checkpoint yet). Each write below is "atomic" in the usual
+sense: a temporary file ``.NAME.*.tmp`` in the same directory, written, flushed and
+fsync'ed, then ``os.replace``'d onto its name, so a name never refers to a partial file.
+A save (:func:`save_checkpoint`) runs these phases:
+
+  0. Recover: if a commit record ``config.json.next`` is present (a save was killed after
+     committing), finish that save first (phases 3-4 with its file list). Then delete stray
+     ``NAME.next`` and ``.*.tmp`` files, left by a save killed before committing.
+  1. Write every new tensor file as ``NAME.next`` (atomically); fsync the directory.
+  2. Commit: write ``config.json.next`` (atomically); fsync the directory. Its existence
+     is the commit record: every ``NAME.next`` it lists is complete and durable.
+  3. ``os.replace`` each ``NAME.next`` -> ``NAME``; fsync the directory.
+  4. ``os.replace`` ``config.json.next`` -> ``config.json``; fsync the directory.
+
+Loading never changes the directory. If ``config.json.next`` exists it is the current
+record, and each file it lists is read from ``NAME.next`` if that exists, else ``NAME``;
+otherwise ``config.json`` is the record and ``NAME`` the files (stray ``.next`` files
+without a commit record are ignored). Every file is checked against the record's size and
+SHA-256 before it is parsed.
+
+Why every kill point is safe (the state seen by a loader after the kill):
+
+* Before or during phase 1 (and during phase 0's deletions): no ``config.json.next``, so
+  the loader reads ``config.json`` and the ``NAME`` files, which phases 0-1 never touch
+  (they create, replace or delete only ``.next`` and temporary files): the previous
+  checkpoint, intact.
+* Phase 2 is one ``os.replace``: before it, the previous checkpoint as above; after it,
+  the new record with every listed ``NAME.next`` complete (written and fsync'ed in phase 1).
+* During phase 3 (or a phase-0 roll forward), after any number of renames: for each listed
+  name either ``NAME.next`` still exists (the new file) or the rename happened and ``NAME``
+  is that same new file. So the loader, following ``config.json.next``, reads exactly the
+  new checkpoint. (The previous one is gone from here on; the new one is readable.)
+* Phase 4 is one ``os.replace``: before it, as in phase 3 with no ``.next`` tensor file
+  left; after it, ``config.json`` is the new record and the ``NAME`` files the new files.
+* A save killed in phase 0 leaves the same states as a save killed in phases 3-4 or before
+  phase 1, and the next save starts again from phase 0, so recovery is idempotent.
+* Durability: the directory fsync after phase 1 makes the ``NAME.next`` renames durable
+  before the commit record; the one after phase 2 makes the record durable before any
+  ``NAME`` is replaced; the one after phase 3 makes those renames durable before
+  ``config.json`` changes. So after a power loss the same cases hold.
+
+The tests (tests/scoresde/test_crash_safety.py) snapshot the directory after every
+``os.fsync`` / ``os.replace`` / ``os.unlink`` of a save and of a recovery and load each
+snapshot, and kill ``scoresde train`` with SIGKILL mid-step and at several of these points.
+Not covered: two processes saving into one directory at the same time (one writer per run
+directory), and a reader racing a writer (retry the load).
 """
 from __future__ import annotations
 
@@ -44,6 +94,9 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.safetensors"
+TENSOR_FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
+NEXT = ".next"                          # suffix of a save's new files until they are renamed
+PENDING_CONFIG_FILE = CONFIG_FILE + NEXT  # the commit record of a save not yet finished
 
 SDES = {cls.__name__: cls for cls in (VPSDE, SubVPSDE, VESDE, CosineVPSDE, DiscreteVPSDE)}
 _DTYPES = {str(d).replace("torch.", ""): d for d in (
@@ -51,7 +104,14 @@ _DTYPES = {str(d).replace("torch.", ""): d for d in (
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, truncated, corrupt, or does not match the model."""
+    """A checkpoint is missing, truncated, corrupt, or does not match the model.
+
+    The message is always one line (whitespace, including newlines from a parser's own
+    message, is collapsed) and starts with the path of the file at fault.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 def _safetensors():
@@ -91,10 +151,12 @@ def _decode(value: Any) -> Any:
     return value
 
 
-# -- atomic file writing ------------------------------------------------------------------------
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, os.replace."""
-    directory = os.path.dirname(path)
+# -- crash-safe writing (see "Crash safety" above) -----------------------------------------------
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, written,
+    flushed and fsync'ed, then ``os.replace``'d onto ``path``. The directory itself is
+    fsync'ed by the caller (:func:`_fsync_dir`) at the save's barriers."""
+    directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                suffix=".tmp")
     try:
@@ -107,12 +169,73 @@ def _atomic_write(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the renames in ``directory`` durable (POSIX; a no-op where directories cannot be
+    opened)."""
+    if hasattr(os, "O_DIRECTORY"):
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _finish_commit(directory: str, names) -> None:
+    """Phases 3-4: rename each listed ``NAME.next`` that still exists onto ``NAME``, then the
+    commit record onto ``config.json``; idempotent, so it also rolls a killed save forward."""
+    for name in names:
+        src = os.path.join(directory, name + NEXT)
+        if os.path.exists(src):
+            os.replace(src, os.path.join(directory, name))
+    _fsync_dir(directory)
+    os.replace(os.path.join(directory, PENDING_CONFIG_FILE), os.path.join(directory, CONFIG_FILE))
+    _fsync_dir(directory)
+
+
+def _is_stray(entry: str) -> bool:
+    """A ``NAME.next`` tensor file or a ``.NAME*.tmp`` temporary file of a save."""
+    names = TENSOR_FILES + (CONFIG_FILE,)
+    if entry in tuple(n + NEXT for n in TENSOR_FILES):
+        return True
+    return (entry.startswith(".") and entry.endswith(".tmp")
+            and any(entry[1:].startswith(n + ".") for n in names))
+
+
+def _recover(directory: str) -> None:
+    """Phase 0: finish a committed save that was killed, then delete the files of a save
+    that was killed before committing (which no loader reads)."""
+    pending = os.path.join(directory, PENDING_CONFIG_FILE)
+    if os.path.exists(pending):
+        try:
+            record = _read_record(pending)
+        except CheckpointError as err:  # damaged from outside: a kill cannot leave it so
+            raise CheckpointError(f"{err}; a save cannot tell which files it commits, so it "
+                                  f"stops here: move {pending} away (or choose another "
+                                  f"directory)") from None
+        _finish_commit(directory, [n for n in record["files"] if n in TENSOR_FILES])
+    stray = sorted(e for e in os.listdir(directory) if _is_stray(e))
+    for entry in stray:
+        os.unlink(os.path.join(directory, entry))
+    if stray:
+        _fsync_dir(directory)
+
+
+def _discard_uncommitted(directory: str, names) -> None:
+    """After an error before the commit: remove this save's ``NAME.next`` files (best
+    effort; the next save removes whatever is left)."""
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name + NEXT))
+        except OSError:
+            pass
+
+
+def has_checkpoint(directory: str) -> bool:
+    """Whether ``directory`` holds a checkpoint (committed, possibly not yet finished)."""
+    return any(os.path.exists(os.path.join(directory, n))
+               for n in (CONFIG_FILE, PENDING_CONFIG_FILE))
 
 
 def _tensor_bytes(tensors: Dict[str, Tensor]) -> bytes:
@@ -225,6 +348,10 @@ def save_checkpoint(directory: str, model, sde: Optional[SDE] = None, *,
                     extra: Optional[Dict[str, Any]] = None) -> str:
     """Write a checkpoint directory (created if needed); returns its path.
 
+    The save is crash-safe as a whole: killed at any point, the directory loads as the
+    previous checkpoint or as this one (see "Crash safety" in the module docstring). One
+    process at a time may save into a directory.
+
     Args:
         directory: the run directory.
         model: a :class:`ScoreModel` (its net, sde, prediction and time input are stored)
@@ -280,10 +407,24 @@ def save_checkpoint(directory: str, model, sde: Optional[SDE] = None, *,
 
     record["files"] = {name: {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
                        for name, blob in files.items()}
-    for name, blob in files.items():
-        _atomic_write(os.path.join(directory, name), blob)
     text = json.dumps(record, indent=2, allow_nan=True)  # Python floats round-trip exactly
-    _atomic_write(os.path.join(directory, CONFIG_FILE), text.encode("utf-8"))
+
+    # The protocol of "Crash safety" in the module docstring.
+    _recover(directory)                                                  # phase 0
+    committed = False
+    try:
+        for name, blob in files.items():                                 # phase 1
+            _write_file(os.path.join(directory, name + NEXT), blob)
+        _fsync_dir(directory)
+        _write_file(os.path.join(directory, PENDING_CONFIG_FILE),        # phase 2
+                    text.encode("utf-8"))
+        committed = True
+    except BaseException:
+        if not committed:
+            _discard_uncommitted(directory, files)
+        raise
+    _fsync_dir(directory)
+    _finish_commit(directory, files)                                     # phases 3-4
     return directory
 
 
@@ -318,20 +459,16 @@ class Checkpoint:
         return iter((self.model, self.sde, self.config))
 
 
-def read_config(directory: str) -> Dict[str, Any]:
-    """Parse and check a checkpoint's config.json (raises CheckpointError).
-
-    Tuples and torch dtypes stored by ``save_checkpoint`` come back as such.
-    """
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+def _read_record(path: str) -> Dict[str, Any]:
+    """Parse and check one record file (config.json or config.json.next); a missing file
+    raises FileNotFoundError, anything else wrong a CheckpointError naming ``path``."""
+    with open(path, "rb") as f:
+        text = f.read()
+    if not text:
+        raise CheckpointError(f"{path}: empty file (0 bytes); the checkpoint record is lost "
+                              f"or was never written")
     try:
-        with open(path, "rb") as f:
-            record = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; {directory} is not a scoresde checkpoint "
-                              f"directory") from None
+        record = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err}); the file is truncated or "
                               f"corrupt") from None
@@ -345,29 +482,77 @@ def read_config(directory: str) -> Dict[str, Any]:
     for key in ("model", "sde", "files", "step"):
         if key not in record:
             raise CheckpointError(f"{path}: the record {key!r} is missing")
+    files = record["files"]
+    if not isinstance(files, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("bytes"), int)
+            and isinstance(v.get("sha256"), str) for v in files.values()):
+        raise CheckpointError(f"{path}: the record 'files' is malformed (expected "
+                              f"{{name: {{'bytes': int, 'sha256': str}}}})")
     try:
         return _decode(record)
     except KeyError as err:
         raise CheckpointError(f"{path}: unknown dtype {err} in the record") from None
 
 
-def _read_tensors(directory: str, name: str, record: Dict[str, Any]) -> Dict[str, Tensor]:
-    path = os.path.join(directory, name)
+def _current_record(directory: str) -> Tuple[Dict[str, Any], str, bool]:
+    """(record, its path, pending): the commit record ``config.json.next`` if present (a save
+    committed but not finished), else ``config.json``."""
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+    for name, pending in ((PENDING_CONFIG_FILE, True), (CONFIG_FILE, False)):
+        path = os.path.join(directory, name)
+        try:
+            return _read_record(path), path, pending
+        except FileNotFoundError:
+            continue
+    raise CheckpointError(f"{os.path.join(directory, CONFIG_FILE)}: missing; {directory} is "
+                          f"not a scoresde checkpoint directory")
+
+
+def read_config(directory: str) -> Dict[str, Any]:
+    """Parse and check a checkpoint's config.json (raises CheckpointError).
+
+    Tuples and torch dtypes stored by ``save_checkpoint`` come back as such. When a save was
+    killed after committing, this is its record (``config.json.next``).
+    """
+    return _current_record(os.fspath(directory))[0]
+
+
+def _read_tensors(directory: str, name: str, record: Dict[str, Any], cfg_path: str,
+                  pending: bool) -> Dict[str, Tensor]:
+    """The tensors of file ``name`` listed in ``record`` (read from ``cfg_path``): from
+    ``NAME.next`` when the record is a pending commit and that file still exists, else from
+    ``NAME``; checked against the recorded size and SHA-256 before parsing."""
+    cfg = os.path.basename(cfg_path)
     expected = record["files"].get(name)
     if expected is None:
-        raise CheckpointError(f"{path}: not listed in {CONFIG_FILE}")
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (listed in {CONFIG_FILE})") from None
-    if len(blob) != expected["bytes"]:
-        what = "truncated" if len(blob) < expected["bytes"] else "longer than written"
-        raise CheckpointError(f"{path}: {what}: {len(blob)} bytes, {CONFIG_FILE} records "
-                              f"{expected['bytes']}")
+        raise CheckpointError(f"{os.path.join(directory, name)}: not listed in {cfg_path}")
+    for candidate in ([name + NEXT] if pending else []) + [name]:
+        path = os.path.join(directory, candidate)
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise CheckpointError(f"{os.path.join(directory, name)}: missing (listed in "
+                              f"{cfg_path})")
+    size = expected["bytes"]
+    if len(blob) != size:
+        try:
+            _safetensors().load(blob)
+        except Exception:  # not a whole safetensors file: cut short (or extended)
+            what = "truncated" if len(blob) < size else "longer than written"
+            raise CheckpointError(f"{path}: {what}: {len(blob)} bytes, {cfg} records "
+                                  f"{size}") from None
+        raise CheckpointError(f"{path}: a complete safetensors file of {len(blob)} bytes, "
+                              f"but {cfg} records {size} bytes: the file and {cfg} come "
+                              f"from different saves (was {cfg} copied from another run?)")
     if hashlib.sha256(blob).hexdigest() != expected["sha256"]:
         raise CheckpointError(f"{path}: corrupt: its SHA-256 differs from the one recorded in "
-                              f"{CONFIG_FILE} (modified, or a save was interrupted)")
+                              f"{cfg} (the file was modified, or {cfg} belongs to another "
+                              f"save)")
     try:
         return _safetensors().load(blob)
     except Exception as err:  # safetensors raises its own SafetensorError
@@ -392,11 +577,13 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
             weights that do not fit the network.
     """
     directory = os.fspath(directory)
-    record = read_config(directory)
-    cfg_path = os.path.join(directory, CONFIG_FILE)
+    record, cfg_path, pending = _current_record(directory)
     info = record["model"]
-    extra_tensors = (_read_tensors(directory, STATE_FILE, record)
-                     if STATE_FILE in record["files"] else {})
+
+    def read(name: str) -> Dict[str, Tensor]:
+        return _read_tensors(directory, name, record, cfg_path, pending)
+
+    extra_tensors = read(STATE_FILE) if STATE_FILE in record["files"] else {}
     sde = sde_from_json(record["sde"], extra_tensors, cfg_path)
 
     def make_net() -> nn.Module:
@@ -415,8 +602,7 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
 
     def load_into(module: nn.Module, name: str) -> nn.Module:
         module.to(dtype=target_dtype)  # before loading, so float64 weights stay exact
-        _check_and_load(module, _read_tensors(directory, name, record),
-                        os.path.join(directory, name))
+        _check_and_load(module, read(name), os.path.join(directory, name))
         return module.to(device=device)
 
     main_net = load_into(net if net is not None else make_net(), MODEL_FILE)
@@ -428,7 +614,7 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
     optimizer_state = None
     if record.get("optimizer") is not None:
         optimizer_state = _optimizer_from_json(
-            record["optimizer"], _read_tensors(directory, OPTIMIZER_FILE, record))
+            record["optimizer"], read(OPTIMIZER_FILE))
     generator_state = extra_tensors.get("generator.state")
 
     try:
@@ -443,4 +629,4 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
 
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-           "read_config", "sde_to_json", "sde_from_json", "SDES"]
+           "read_config", "has_checkpoint", "sde_to_json", "sde_from_json", "SDES"]

@@ -11,7 +11,9 @@ one CPU ``torch.Generator`` seeded with ``config.seed``; each step draws, in ord
 
 So results do not depend on the global RNG state, and ``save`` / ``Trainer.load``
 continue a run bit-identically: the checkpoint holds the weights, the EMA, the optimizer
-state, the step counter and the generator state.
+state, the step counter and the generator state. ``train(directory=, save_every=)`` saves
+such a checkpoint every ``save_every`` steps during the run (each save crash-safe), so a
+killed run resumes from its last checkpoint as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -264,8 +266,22 @@ class Trainer:
             e.copy_(b)
 
     # -- the loop -----------------------------------------------------------------------------
-    def train(self, steps: Optional[int] = None, progress: bool = True) -> List[Dict[str, float]]:
+    def train(self, steps: Optional[int] = None, progress: bool = True, *,
+              directory: Optional[str] = None,
+              save_every: Optional[int] = None) -> List[Dict[str, float]]:
         """Run ``steps`` optimizer steps (default: the rest of ``config.steps``).
+
+        Args:
+            steps: optimizer steps to run in this call.
+            progress: show a tqdm bar.
+            directory: a run directory to checkpoint into (``save``): at the end of the call
+                and, with ``save_every``, also whenever ``step`` reaches a multiple of
+                ``save_every`` (counted from the start of the run, so the checkpoints do not
+                depend on how the run was split into calls). Each save is crash-safe
+                (``scoresde.checkpoint``), and ``Trainer.load`` of any of them continues
+                the run bit-identically.
+            save_every: steps between checkpoints (needs ``directory``; default: only at
+                the end).
 
         Returns the history records made during this call: every ``config.log_every`` steps
         (counted from the start of the run, so the history does not depend on how the run
@@ -275,7 +291,12 @@ class Trainer:
         if steps is None:
             steps = max(self.config.steps - self.step, 0)
         _check_int("steps", steps, 0)
+        if save_every is not None:
+            _check_int("save_every", save_every, 1)
+            if directory is None:
+                raise ValueError("save_every needs directory= (where to save the checkpoints)")
         start = len(self.history)
+        saved_at = None
         from tqdm.auto import tqdm
         with tqdm(total=steps, disable=not progress, desc="train", leave=False) as bar:
             for _ in range(steps):
@@ -283,6 +304,11 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.config.log_every == 0:
                     bar.set_postfix(loss=f"{self._log()['loss']:.4g}")
+                if save_every is not None and self.step % save_every == 0:
+                    self.save(directory)
+                    saved_at = self.step
+        if directory is not None and saved_at != self.step:
+            self.save(directory)
         return self.history[start:]
 
     def _log(self) -> Dict[str, float]:

@@ -1,17 +1,19 @@
 """``scoresde train``: train a score model on a data set and save the run directory.
 
-    scoresde train --data moons --sde vp --steps 3000 --out runs/moons
-    scoresde train --out runs/moons --resume [--steps 6000]
+    scoresde train --data moons --sde vp --steps 3000 --out runs/moons [--save-every 500]
+    scoresde train --out runs/moons --resume [--steps 6000] [--save-every 500]
 
 The run directory is a checkpoint (``Trainer.save``): weights, EMA, optimizer and generator
 state, the training config, and the data set's ``load_dataset`` arguments, which
-``scoresde sample`` and ``scoresde likelihood`` use to rebuild the data.
+``scoresde sample`` and ``scoresde likelihood`` use to rebuild the data. It is written at
+the end and, with --save-every N, every N steps; each save is crash-safe (a run killed at
+any point leaves the previous or the new checkpoint, never a broken one), and --resume
+continues from the last one bit-identically.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from typing import Any, Dict, Optional
 
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 import scoresde as sd
-from scoresde.checkpoint import CONFIG_FILE
+from scoresde.checkpoint import has_checkpoint
 from scoresde.losses import LOSSES, WEIGHTINGS
 from scoresde.training import LR_SCHEDULES
 
@@ -108,6 +110,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int,
                    help="steps per loss record and progress-bar update (default "
                         "min(100, --steps))")
+    p.add_argument("--save-every", type=positive_int, metavar="N",
+                   help="also checkpoint the run directory every N steps (counted from the "
+                        "start of the run; crash-safe, --resume continues from the last one); "
+                        "default: only at the end. Not stored: give it again with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -120,9 +126,9 @@ def run(args: argparse.Namespace) -> None:
         trainer = _new_run(args)
     start = trainer.step
     t0 = time.perf_counter()
-    trainer.train(progress=not args.no_progress)
+    trainer.train(progress=not args.no_progress, directory=args.out,
+                  save_every=args.save_every)  # saves at the end, and every --save-every
     seconds = time.perf_counter() - t0
-    trainer.save(args.out)
     done = trainer.step - start
     rate = f" ({done / seconds:.1f} steps/s)" if seconds > 0 and done else ""
     print(f"trained {done} steps (to step {trainer.step}) in {seconds:.1f} s{rate}")
@@ -137,7 +143,7 @@ def _new_run(args: argparse.Namespace) -> sd.Trainer:
     if args.data is None:
         raise _Fail("--data is required (a data set name or a .npy / .pt path), unless "
                     "--resume continues a run")
-    if os.path.exists(os.path.join(args.out, CONFIG_FILE)):
+    if has_checkpoint(args.out):
         raise _Fail(f"{args.out} already holds a run; use --resume to continue it, or choose "
                     f"another --out")
     o = {k: getattr(args, k) for k in RUN_FLAGS + ("steps",)}
