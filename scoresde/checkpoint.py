@@ -518,41 +518,68 @@ def read_config(directory: str) -> Dict[str, Any]:
     return _current_record(os.fspath(directory))[0]
 
 
-def _read_tensors(directory: str, name: str, record: Dict[str, Any], cfg_path: str,
-                  pending: bool) -> Dict[str, Tensor]:
-    """The tensors of file ``name`` listed in ``record`` (read from ``cfg_path``): from
-    ``NAME.next`` when the record is a pending commit and that file still exists, else from
-    ``NAME``; checked against the recorded size and SHA-256 before parsing."""
+def _is_safetensors(blob: bytes) -> bool:
+    try:
+        _safetensors().load(blob)
+    except Exception:  # safetensors raises its own SafetensorError
+        return False
+    return True
+
+
+def _read_files(directory: str, record: Dict[str, Any], cfg_path: str,
+                pending: bool) -> Dict[str, Tuple[str, bytes]]:
+    """{name: (path, bytes)} of every tensor file the record lists, each checked against the
+    recorded size and SHA-256 before anything is parsed. With a pending commit record a file
+    is read from ``NAME.next`` while that exists, else from ``NAME``.
+
+    All files are checked before one is blamed: an intact safetensors file whose size differs
+    from the record means the record comes from another save (a copied config.json), so the
+    error names the record; otherwise the first truncated, then the first corrupt file.
+    """
     cfg = os.path.basename(cfg_path)
-    expected = record["files"].get(name)
-    if expected is None:
-        raise CheckpointError(f"{os.path.join(directory, name)}: not listed in {cfg_path}")
-    for candidate in ([name + NEXT] if pending else []) + [name]:
-        path = os.path.join(directory, candidate)
-        try:
-            with open(path, "rb") as f:
-                blob = f.read()
-            break
-        except FileNotFoundError:
+    blobs: Dict[str, Tuple[str, bytes]] = {}
+    foreign, truncated, corrupt = [], [], []
+    for name in TENSOR_FILES:
+        expected = record["files"].get(name)
+        if expected is None:
             continue
-    else:
-        raise CheckpointError(f"{os.path.join(directory, name)}: missing (listed in "
-                              f"{cfg_path})")
-    size = expected["bytes"]
-    if len(blob) != size:
-        try:
-            _safetensors().load(blob)
-        except Exception:  # not a whole safetensors file: cut short (or extended)
-            what = "truncated" if len(blob) < size else "longer than written"
-            raise CheckpointError(f"{path}: {what}: {len(blob)} bytes, {cfg} records "
-                                  f"{size}") from None
-        raise CheckpointError(f"{path}: a complete safetensors file of {len(blob)} bytes, "
-                              f"but {cfg} records {size} bytes: the file and {cfg} come "
-                              f"from different saves (was {cfg} copied from another run?)")
-    if hashlib.sha256(blob).hexdigest() != expected["sha256"]:
-        raise CheckpointError(f"{path}: corrupt: its SHA-256 differs from the one recorded in "
-                              f"{cfg} (the file was modified, or {cfg} belongs to another "
-                              f"save)")
+        for candidate in ([name + NEXT] if pending else []) + [name]:
+            path = os.path.join(directory, candidate)
+            try:
+                with open(path, "rb") as f:
+                    blob = f.read()
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise CheckpointError(f"{os.path.join(directory, name)}: missing (listed in "
+                                  f"{cfg_path})")
+        blobs[name] = (path, blob)
+        size = expected["bytes"]
+        if len(blob) != size:
+            if _is_safetensors(blob):
+                foreign.append(f"{path} is a complete safetensors file of {len(blob)} bytes, "
+                               f"{cfg} records {size}")
+            else:
+                what = "truncated" if len(blob) < size else "longer than written"
+                truncated.append(f"{path}: {what}: {len(blob)} bytes, {cfg} records {size}")
+        elif hashlib.sha256(blob).hexdigest() != expected["sha256"]:
+            corrupt.append(f"{path}: corrupt: its SHA-256 differs from the one recorded in "
+                           f"{cfg} (the file was modified, or {cfg} belongs to another save)")
+    if foreign:
+        raise CheckpointError(f"{cfg_path}: does not describe the files beside it "
+                              f"({foreign[0]}): {cfg} and the tensor files come from different "
+                              f"saves (was {cfg} copied from another run?)")
+    if truncated or corrupt:
+        raise CheckpointError((truncated + corrupt)[0])
+    return blobs
+
+
+def _parse_tensors(directory: str, name: str, blobs: Dict[str, Tuple[str, bytes]],
+                   cfg_path: str) -> Dict[str, Tensor]:
+    if name not in blobs:
+        raise CheckpointError(f"{os.path.join(directory, name)}: not listed in {cfg_path}")
+    path, blob = blobs[name]
     try:
         return _safetensors().load(blob)
     except Exception as err:  # safetensors raises its own SafetensorError
@@ -580,8 +607,10 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
     record, cfg_path, pending = _current_record(directory)
     info = record["model"]
 
+    blobs = _read_files(directory, record, cfg_path, pending)
+
     def read(name: str) -> Dict[str, Tensor]:
-        return _read_tensors(directory, name, record, cfg_path, pending)
+        return _parse_tensors(directory, name, blobs, cfg_path)
 
     extra_tensors = read(STATE_FILE) if STATE_FILE in record["files"] else {}
     sde = sde_from_json(record["sde"], extra_tensors, cfg_path)

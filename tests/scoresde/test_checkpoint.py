@@ -1,7 +1,13 @@
-"""Checkpoints: round trips, atomic writes, no pickle, clear errors on bad files."""
+"""Checkpoints: round trips, atomic writes, no pickle, clear errors on bad files.
+
+``CORRUPTIONS`` / ``corrupt`` damage a training checkpoint in the ways a user meets
+(test_crash_safety.py runs ``scoresde sample`` on each of them too)."""
+import hashlib
 import json
 import os
+import pathlib
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -10,7 +16,9 @@ from torch import nn
 import scoresde as sd
 from scoresde.checkpoint import (CheckpointError, load_checkpoint, read_config,
                                  save_checkpoint)
+from scoresde.data import load_dataset
 from scoresde.nets import MLP, UNet
+from scoresde.training import TrainConfig, Trainer
 
 
 def small_model(sde, prediction="epsilon", **kw):
@@ -97,21 +105,36 @@ def test_save_overwrites_atomically(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path).step == 1
 
 
+def assert_one_line_naming(error, path):
+    """A CheckpointError's message is one line that starts with the file's full path."""
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+
+
 def test_truncated_and_corrupt_files(tmp_path):
     save_checkpoint(tmp_path, small_model(sd.VPSDE()))
     path = tmp_path / "model.safetensors"
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated: \d+ bytes"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated: \d+ bytes") as err:
         load_checkpoint(tmp_path)
+    assert_one_line_naming(err, path)
     flipped = bytearray(blob)
     flipped[-3] ^= 0xFF
     path.write_bytes(bytes(flipped))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt: its SHA-256"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt: its SHA-256") as err:
         load_checkpoint(tmp_path)
+    assert_one_line_naming(err, path)
+    flipped = bytearray(blob)  # in the middle: the header parses, only the checksum catches it
+    flipped[len(blob) // 2: len(blob) // 2 + 4] = b"\x00\xff\x00\xff"
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt: its SHA-256") as err:
+        load_checkpoint(tmp_path)
+    assert_one_line_naming(err, path)
     path.unlink()
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing") as err:
         load_checkpoint(tmp_path)
+    assert_one_line_naming(err, path)
 
     # a file that matches its recorded checksum but is not safetensors
     cfg_path = tmp_path / "config.json"
@@ -179,3 +202,106 @@ def test_unregistered_network_needs_net_argument(tmp_path):
         load_checkpoint(tmp_path)
     ck = load_checkpoint(tmp_path, net=Custom(), use_ema=False)
     assert torch.equal(ck.net.lin.weight, net.lin.weight) and ck.ema_net is not ck.net
+
+
+# -- corrupted training checkpoints ------------------------------------------------------------
+def forbid_unpickling(monkeypatch):
+    """Make pickle and torch.load fail loudly, so a test proves that neither is called."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle / torch.load must not be used to load a checkpoint")
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+
+
+def _record_file(directory, name, blob):
+    """Patch config.json's size and SHA-256 of ``name`` to match ``blob``."""
+    cfg = directory / "config.json"
+    record = json.loads(cfg.read_text())
+    record["files"][name] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    cfg.write_text(json.dumps(record, indent=2))
+
+
+def corrupt(directory, kind):
+    """Damage the training checkpoint in ``directory`` as ``kind`` says; returns the path
+    of the file the error must name."""
+    directory = pathlib.Path(directory)
+    model = directory / "model.safetensors"
+    blob = model.read_bytes()
+    if kind == "truncated tensor file":
+        model.write_bytes(blob[: len(blob) // 2])
+        return model
+    if kind == "flipped bytes mid-file":
+        middle = bytearray(blob)
+        for i in range(len(blob) // 2, len(blob) // 2 + 8):
+            middle[i] ^= 0xFF
+        model.write_bytes(bytes(middle))
+        return model
+    if kind == "config.json of another width":
+        # a real run of twice the width on the same data, its config.json copied over
+        run = Trainer.load(directory)
+        cfg = run.net.config()
+        torch.manual_seed(1)
+        net = MLP(**{**cfg, "hidden": 2 * cfg["hidden"]}).to(next(run.net.parameters()).dtype)
+        wide = Trainer(sd.ScoreModel(net, run.sde), None, run.data, run.config)
+        wide.train(2, progress=False)
+        other = directory.parent / (directory.name + "-wide")
+        wide.save(other)
+        shutil.copyfile(other / "config.json", directory / "config.json")
+        return directory / "config.json"
+    if kind == "pickle renamed to .safetensors":
+        # torch.save's zip of pickles, with config.json patched so only the parser can object
+        torch.save({"weight": torch.ones(3)}, model)
+        _record_file(directory, "model.safetensors", model.read_bytes())
+        return model
+    if kind == "plain pickle renamed to .safetensors":
+        model.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+        _record_file(directory, "model.safetensors", model.read_bytes())
+        return model
+    if kind == "empty config.json":
+        (directory / "config.json").write_bytes(b"")
+        return directory / "config.json"
+    if kind == "missing ema file":
+        (directory / "ema.safetensors").unlink()
+        return directory / "ema.safetensors"
+    raise ValueError(kind)
+
+
+# kind -> what the one-line message says after the file's path
+CORRUPTIONS = {
+    "truncated tensor file": r"truncated: \d+ bytes, config\.json records \d+",
+    "flipped bytes mid-file": r"corrupt: its SHA-256 differs",
+    "config.json of another width": r"does not describe the files beside it .*model\.safetensors"
+                                    r".*different saves",
+    "pickle renamed to .safetensors": r"not a valid safetensors file",
+    "plain pickle renamed to .safetensors": r"not a valid safetensors file",
+    "empty config.json": r"empty file \(0 bytes\)",
+    "missing ema file": r"missing \(listed in .*config\.json\)",
+}
+
+
+@pytest.fixture(scope="module")
+def training_checkpoint(tmp_path_factory):
+    """A 3-step float64 training checkpoint (weights, EMA, optimizer, generator state)."""
+    torch.manual_seed(0)
+    tr = Trainer(MLP(2, hidden=16, depth=1), sd.VPSDE(), load_dataset("gmm", n=64),
+                 TrainConfig(steps=3, batch_size=8))
+    tr.train(progress=False)
+    return pathlib.Path(tr.save(tmp_path_factory.mktemp("ck") / "run"))
+
+
+@pytest.mark.parametrize("kind", [k for k in CORRUPTIONS
+                                  if k not in ("truncated tensor file", "flipped bytes mid-file")])
+def test_corrupted_training_checkpoint_is_one_line_error(training_checkpoint, tmp_path,
+                                                         monkeypatch, kind):
+    """(Truncation and flipped bytes: test_truncated_and_corrupt_files.)"""
+    run = tmp_path / "run"
+    shutil.copytree(training_checkpoint, run)
+    named = corrupt(run, kind)
+    forbid_unpickling(monkeypatch)
+    for load in (load_checkpoint, Trainer.load):
+        with pytest.raises(CheckpointError, match=CORRUPTIONS[kind]) as err:
+            load(run)
+        assert_one_line_naming(err, named)
+        if kind == "config.json of another width":  # and the tensor file it does not describe
+            assert str(run / "model.safetensors") in str(err.value)
