@@ -3,13 +3,14 @@
 Knows about tensors, time, vector fields, noise and tolerances; nothing about diffusion.
 """
 from .counting import CountingFunction
-from .errors import MaxStepsError, NonFiniteStateError, SolverError
+from .errors import (MaxStepsError, NonFiniteStateError, SolverError, check_finite_result,
+                     naming_solver)
 from .loop import integrate
 from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise
 from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
 from .ode_fixed import FIXED_ODE_METHODS, ButcherTableau, odeint_fixed, rk_step
 from .pc import langevin_corrector_step, predictor_corrector_step
-from .result import Solution
+from .result import Solution, total_stats
 from .sde import FIXED_SDE_METHODS, broadcast_diffusion, euler_maruyama_step, sdeint_fixed
 from .sde_torchsde import TORCHSDE_METHODS, sdeint_torchsde
 
@@ -30,13 +31,16 @@ __all__ = [
     "SolverError",
     "TORCHSDE_METHODS",
     "broadcast_diffusion",
+    "check_finite_result",
     "euler_maruyama_step",
     "integrate",
     "langevin_corrector_step",
+    "naming_solver",
     "odeint_adaptive",
     "odeint_fixed",
     "predictor_corrector_step",
     "rk_step",
     "sdeint_fixed",
     "sdeint_torchsde",
+    "total_stats",
 ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from torch import Tensor
 
@@ -31,3 +31,21 @@ class Solution:
     def nfe(self) -> Optional[int]:
         """Number of vector-field evaluations, ``stats["nfe"]`` (``None`` if not counted)."""
         return self.stats.get("nfe")
+
+
+#: The statistics that count work; they add up over solves of parts of a batch.
+WORK_STATS = ("nfe", "steps", "accepted", "rejected")
+
+
+def total_stats(stats: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Statistics of several solves (e.g. chunks of one batch) as one: the work counters
+    (:data:`WORK_STATS`) summed (``None`` if any solve lacks one), the rest from the first
+    solve, plus ``solves`` (how many) when there is more than one."""
+    total = dict(stats[0])
+    if len(stats) > 1:
+        for key in WORK_STATS:
+            if key in total:
+                values = [s.get(key) for s in stats]
+                total[key] = None if any(v is None for v in values) else sum(values)
+        total["solves"] = len(stats)
+    return total

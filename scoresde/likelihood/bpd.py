@@ -66,21 +66,30 @@ def _as_levels(x: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
                         f"got dtype {x.dtype}")
     out_dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
     if x.is_floating_point():
-        if not bool(torch.isfinite(x).all()) or bool((x < 0).any()) or bool((x > 1).any()):
-            raise ValueError("a float x must hold 8-bit images scaled to [0, 1] (k/255, as "
-                             "torchvision's ToTensor gives); got values outside [0, 1] or "
-                             "non-finite; pass 0..255 values as an integer (uint8) tensor")
+        outside = ~(torch.isfinite(x) & (x >= 0) & (x <= 1))
+        if bool(outside.any()):
+            raise ValueError(f"a float x must hold 8-bit images scaled to [0, 1] (k/255, as "
+                             f"torchvision's ToTensor gives); got values outside [0, 1] or "
+                             f"non-finite, e.g. {_first(x, outside)}; pass 0..255 values as "
+                             f"an integer (uint8) tensor")
         levels = x.to(torch.float64) * (_LEVELS - 1)
         rounded = torch.round(levels)
-        if bool(((levels - rounded).abs() > 1e-3).any()):
-            raise ValueError("a float x must hold 8-bit values k/255 (k in 0..255); got values "
-                             "that are not multiples of 1/255 (already dequantized or "
-                             "continuous data: use log_likelihood directly)")
+        off = (levels - rounded).abs() > 1e-3
+        if bool(off.any()):
+            raise ValueError(f"a float x must hold 8-bit values k/255 (k in 0..255); got values "
+                             f"that are not multiples of 1/255, e.g. {_first(x, off)} (already "
+                             f"dequantized or continuous data: use log_likelihood directly)")
         return rounded.to(out_dtype)
     if bool((x < 0).any()) or bool((x > _LEVELS - 1).any()):
         raise ValueError(f"integer x must hold 8-bit values in 0..255, got min "
                          f"{int(x.min())} and max {int(x.max())}")
     return x.to(out_dtype)
+
+
+def _first(x: Tensor, bad: Tensor) -> str:
+    """'x[i, j] = value' for the first True entry of the mask ``bad``."""
+    index = tuple(int(i) for i in bad.nonzero()[0])
+    return f"x[{', '.join(map(str, index))}] = {x[index].item()}"
 
 
 def dequantize(x: Tensor, generator: Optional[torch.Generator] = None,
@@ -127,6 +136,8 @@ def bits_per_dim(score: ScoreFn, sde: SDE, x: Tensor, *, data_range: str = "[-1,
     check_choice("data_range", data_range, tuple(DATA_RANGES))
     if not isinstance(dequantize, bool):
         raise TypeError(f"dequantize must be True or False, got {dequantize!r}")
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
     levels = _as_levels(x, dtype)
     if dequantize:
         u = torch.rand(levels.shape, generator=generator, dtype=levels.dtype,
@@ -136,16 +147,9 @@ def bits_per_dim(score: ScoreFn, sde: SDE, x: Tensor, *, data_range: str = "[-1,
     lo, hi = DATA_RANGES[data_range]
     y = lo + (hi - lo) * (levels + u) / _LEVELS
     n, dim = y.shape[0], y[0].numel()
-    batch_size = n if batch_size is None else check_int("batch_size", batch_size, minimum=1)
-
-    logps, solves, nfe = [], [], 0
-    for start in range(0, n, batch_size):
-        res = log_likelihood(score, sde, y[start:start + batch_size], generator=generator,
-                             **ll_kwargs)
-        logps.append(res.logp)
-        solves.append(res.stats)
-        nfe += res.nfe
-    logp = torch.cat(logps)
+    res = log_likelihood(score, sde, y, generator=generator, batch_size=batch_size, **ll_kwargs)
+    logp, nfe = res.logp, res.nfe
+    solves = res.stats.get("per_solve", [res.stats])
     bpd = (-logp / dim + math.log(_LEVELS) - math.log(hi - lo)) / math.log(2.0)
     mean = bpd.mean().item()
     stderr = (bpd.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else float("nan")

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 import solvers
 
-from .._validation import check_choice, check_int, check_matches_network, check_real, check_state
+from .._validation import (check_callable, check_choice, check_finite, check_instance, check_int,
+                           check_matches_network, check_real, check_state)
 from ..dynamics import ScoreFn, probability_flow
 from ..sdes import SDE
 from .divergence import (PROBES, default_chunk_size, draw_probes, exact_divergence,
@@ -61,19 +62,16 @@ class LikelihoodResult:
 
 def _check_common(score: ScoreFn, sde: SDE, x: Tensor, name: str, *, rtol: float,
                   atol: float, eps: float, max_steps: int) -> Tuple[Tensor, float]:
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE (VPSDE, VESDE, ...), got "
-                        f"{type(sde).__name__}")
+    check_callable("score", score, "score(x, t)")
+    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
     check_state(name, x, min_dim=2)
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64 (the adaptive solve's tolerances "
+                        f"need them), got dtype {x.dtype}")
     if x.shape[0] < 1 or x[0].numel() < 1:
         raise ValueError(f"{name} must have shape [batch, *dims] with batch >= 1 and at least "
                          f"one entry per sample, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
-        raise ValueError(f"{name} must be finite, but {name}[{bad}] contains NaN or inf "
-                         f"(shape {tuple(x.shape)})")
+    check_finite(name, x)
     check_matches_network(name, x, score)
     check_real("rtol", rtol, positive=True)
     check_real("atol", atol, positive=True)
@@ -89,8 +87,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                    rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
                    trace: str = "exact", probe: str = "rademacher", n_probes: int = 1,
                    generator: Optional[torch.Generator] = None, max_steps: int = 10_000,
-                   progress: bool = False, chunk_size: Optional[int] = None
-                   ) -> LikelihoodResult:
+                   progress: bool = False, chunk_size: Optional[int] = None,
+                   batch_size: Optional[int] = None) -> LikelihoodResult:
     """log p_eps(x) by the probability-flow ODE and the instantaneous change of variables
     (Song et al. 2021, App. D.2; Chen et al. 2018, Thm. 1).
 
@@ -117,6 +115,18 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         progress: show a progress bar over time.
         chunk_size: basis vectors per vmapped backward pass of the exact trace (bounds
             memory; default keeps chunk x batch x D <= 2^20).
+        batch_size: samples per ODE solve (default: all at once); the solves run one after
+            another and their results are concatenated. Adaptive steps are chosen per
+            solve (the error norm is over the samples solved together), so results agree
+            with one big solve within the tolerance, not bitwise. Hutchinson probes are
+            drawn from ``generator`` per solve, in order. ``nfe`` and the step counts in
+            ``stats`` are totals, ``stats["solves"]`` their number and
+            ``stats["per_solve"]`` each solve's statistics.
+
+    Memory: no autograd graph is kept across solver steps. Each evaluation of the
+    divergence builds the graph of one network call (torch.func for the exact trace,
+    torch.autograd for Hutchinson) and frees it before the next, so peak memory grows with
+    the batch but not with the number of steps.
 
     Returns:
         LikelihoodResult (detached tensors; gradients never flow back to x or the score).
@@ -128,9 +138,16 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
     n_probes = check_int("n_probes", n_probes, minimum=1)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
+    if generator is not None:
+        check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
+
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if batch_size < x.shape[0]:
+            return _concat([log_likelihood(
+                score, sde, part, method=method, rtol=rtol, atol=atol, eps=eps, trace=trace,
+                probe=probe, n_probes=n_probes, generator=generator, max_steps=max_steps,
+                progress=progress, chunk_size=chunk_size) for part in x.split(batch_size)])
 
     x = x.detach()
     batch, dim = x.shape[0], x[0].numel()
@@ -158,7 +175,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         return torch.cat([v.reshape(batch, dim), div.to(state.dtype)], dim=1)
 
     state0 = torch.cat([x.reshape(batch, dim), x.new_zeros(batch, n_cols)], dim=1)
-    with torch.no_grad():
+    with torch.no_grad(), solvers.naming_solver(
+            f"log_likelihood(method={method!r}, trace={trace!r})"):
         sol = solvers.odeint_adaptive(augmented, state0, eps, sde.T, method=method, rtol=rtol,
                                       atol=atol, max_steps=max_steps, progress=progress)
         end = sol.x.detach()
@@ -177,13 +195,30 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                             logp_per_probe=per_probe if trace == "hutchinson" else None)
 
 
+def _concat(parts: List[LikelihoodResult]) -> LikelihoodResult:
+    """One LikelihoodResult from the results of consecutive solves over parts of a batch:
+    per-sample tensors concatenated, work counters summed (``solvers.total_stats``), each
+    solve's own statistics kept in ``stats["per_solve"]``."""
+    def cat(name: str) -> Optional[Tensor]:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    stats = {**solvers.total_stats([p.stats for p in parts]),
+             "per_solve": [p.stats for p in parts]}
+    return LikelihoodResult(logp=cat("logp"), prior_logp=cat("prior_logp"),
+                            delta_logp=cat("delta_logp"), z=cat("z"), nfe=stats["nfe"],
+                            stats=stats, stderr=cat("stderr"),
+                            logp_per_probe=cat("logp_per_probe"))
+
+
 def _flow(score: ScoreFn, sde: SDE, x: Tensor, name: str, forward: bool, *, method: str,
           rtol: float, atol: float, eps: float, max_steps: int, progress: bool) -> Tensor:
     x, eps = _check_common(score, sde, x, name, rtol=rtol, atol=atol, eps=eps,
                            max_steps=max_steps)
     t0, t1 = (eps, sde.T) if forward else (sde.T, eps)
     field_fn: Callable[[Tensor, Tensor], Tensor] = probability_flow(sde, score)
-    with torch.no_grad():
+    with torch.no_grad(), solvers.naming_solver(
+            f"{'encode' if forward else 'decode'}(method={method!r})"):
         sol = solvers.odeint_adaptive(field_fn, x.detach(), t0, t1, method=method, rtol=rtol,
                                       atol=atol, max_steps=max_steps, progress=progress)
     return sol.x.detach()

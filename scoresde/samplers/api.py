@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 import solvers
 
-from .._validation import (batch_view, check_choice, check_int, check_matches_network,
-                           check_real, first_float_parameter)
+from .._validation import (batch_view, check_callable, check_choice, check_finite,
+                           check_floating_dtype, check_instance, check_int,
+                           check_matches_network, check_real, check_shape, check_state,
+                           first_float_parameter, same_device)
 from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
 from ..grids import GRIDS, index_grid, noise_ratio, time_from_noise_ratio, time_grid
 from ..score import unchecked
@@ -127,7 +129,7 @@ def _run_sde_adaptive(ctx: _Context, x: Tensor):
     drift, diffusion = reverse_sde(ctx.sde, ctx.score)
     return solvers.sdeint_torchsde(drift, diffusion, x, ctx.sde.T, eps, method=o["method"],
                                    dt=o["dt"], adaptive=True, rtol=o["rtol"], atol=o["atol"],
-                                   generator=ctx.generator)
+                                   max_steps=o["max_steps"], generator=ctx.generator)
 
 
 def _run_ddpm(ctx: _Context, x: Tensor):
@@ -225,7 +227,7 @@ SOLVERS: Dict[str, SolverSpec] = {
                           "probability-flow ODE, classical Runge–Kutta (RK4)"),
     "sde_adaptive": SolverSpec(_run_sde_adaptive, {"rtol": 1e-3, "atol": 1e-3, "eps": 1e-3,
                                                    "denoise": False, "method": "srk",
-                                                   "dt": 1e-2},
+                                                   "dt": 1e-2, "max_steps": 100_000},
                                "adaptive reverse-SDE solve by torchsde"),
     "ddpm": SolverSpec(_run_ddpm, {"steps": None, "grid": "uniform"},
                        "DDPM ancestral sampler (Ho et al. 2020, Alg. 2), on all N steps or a subset",
@@ -253,7 +255,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
            generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None,
            dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None,
            progress: bool = False, callback: Optional[Callable[[int, float, Tensor], None]] = None,
-           return_trajectory: bool = False, **options: Any) -> SampleResult:
+           return_trajectory: bool = False, grad: bool = False,
+           batch_size: Optional[int] = None, **options: Any) -> SampleResult:
     """Draw samples by integrating the reverse-time SDE or the probability-flow ODE.
 
     Args:
@@ -268,7 +271,24 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         dtype, device: of the samples (default: those of the network's parameters when
             ``score`` is an nn.Module, else torch's default dtype; the generator's device).
         progress: show a tqdm bar. callback: called as callback(step, t, x) after each
-            fixed-grid step. return_trajectory: keep every state in ``result.trajectory``.
+            fixed-grid step (with ``batch_size``, for each chunk in turn).
+            return_trajectory: keep every state in ``result.trajectory``.
+        grad: record the autograd graph through the whole solve, so that the samples can
+            be differentiated with respect to the network's parameters or ``x_T``
+            (memory grows with the number of steps; torch backends only, not scipy's
+            methods). Default False: no graph is kept across steps and ``result.x`` does
+            not require grad, whatever the network's parameters.
+        batch_size: solve at most this many samples at a time (default: all at once),
+            bounding memory for very large ``shape[0]``. The prior is drawn for the whole
+            batch first, so fixed-step deterministic solvers give the samples of one big
+            batch: bitwise when the score computes each sample the same way whatever the
+            batch (closed-form scores); a network's matrix products may run other BLAS
+            kernels at another batch size and differ in the last bits. Stochastic
+            solvers draw each chunk's noise from ``generator`` in turn (chunk 1's steps, then chunk 2's, ...): the result equals
+            sampling the chunks one after another from ``x_T`` with the same generator,
+            not the one-batch run. Adaptive solvers control the error of each chunk
+            separately, so their steps (and results, within the tolerance) differ from
+            one batch. ``nfe`` and the step counts in ``stats`` are totals over chunks.
         **options: the solver's own options, e.g. steps, eps (end time), grid ("uniform",
             "quadratic", "logsnr", "karras"), denoise (a final Tweedie step
             x0 = (x + std^2 score)/alpha), predictor, corrector, snr, corrector_steps
@@ -278,13 +298,14 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     Returns:
         SampleResult with x [batch, *dims], nfe (counted score evaluations), stats.
     """
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE, got {type(sde).__name__}")
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
+    check_callable("score", score, "score(x, t)")
+    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+    check_choice("solver", solver, tuple(SOLVERS))
     spec = SOLVERS[solver]
+    if not isinstance(grad, bool):
+        raise TypeError(f"grad must be True or False, got {grad!r}")
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise ValueError(f"option(s) {', '.join(unknown)} do not apply to solver {solver!r}; "
@@ -297,6 +318,32 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         opts["steps"] = _DEFAULT_STEPS.get(solver, sde.N)
     if "grid" in opts:
         check_choice("grid", opts["grid"], GRIDS)
+    method = solvers.ADAPTIVE_ODE_METHODS.get(opts["method"]) if solver == "ode" else None
+    if grad and method is not None and method.backend == "scipy":
+        raise ValueError(f"grad=True needs a torch solver, but method={opts['method']!r} runs "
+                         f"in scipy (NumPy), which cannot carry gradients; use a torchdiffeq "
+                         f"method such as method='dopri5'")
+    if "eps" in opts:
+        eps = check_real("eps", opts["eps"], nonnegative=True)
+        if not eps < sde.T:
+            raise ValueError(f"eps (the end time) must be >= 0 and < T = {sde.T:g}, got {eps}")
+    shape = check_shape("shape", shape)
+    if dtype is not None:
+        check_floating_dtype("dtype", dtype)
+    if generator is not None:
+        check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
+        where = device if device is not None else x_T.device if isinstance(x_T, Tensor) else None
+        if where is not None and not same_device(generator.device, torch.device(where)):
+            raise ValueError(f"generator is on {generator.device} but the samples are on "
+                             f"{torch.device(where)} (device= or x_T); draw them with a "
+                             f"generator on that device: torch.Generator(device="
+                             f"{str(torch.device(where))!r})")
+    if x_T is not None:
+        check_state("x_T", x_T)
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must be a tensor of shape {shape}, got shape "
+                             f"{tuple(x_T.shape)}")
+        check_finite("x_T", x_T)
 
     # A network's parameters set the default dtype and device of the samples, so that a
     # float64 or CUDA model samples in float64 or on CUDA without extra arguments.
@@ -307,9 +354,6 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     if x_T is None:
         x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
     else:
-        if not isinstance(x_T, Tensor) or tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T must be a tensor of shape {tuple(shape)}, got "
-                             f"{tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T)}")
         x = x_T.to(dtype=dtype or x_T.dtype, device=device or x_T.device)
 
     check_matches_network("x_T", x, score)
@@ -322,14 +366,35 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         if value and solver in ("ode", "sde_adaptive"):
             raise ValueError(f"{name} applies to fixed-grid solvers, not the adaptive "
                              f"{solver!r}; use a fixed-step solver such as 'ode_rk4'")
-    sol = spec.run(ctx, x)
-    x = sol.x
-    if opts.get("denoise"):
-        x = tweedie_denoise(counted, sde, x, float(opts["eps"]))
-    stats = dict(sol.stats)
-    stats["nfe"] = counted.calls
-    return SampleResult(x=x, nfe=counted.calls, stats=stats, ts=sol.ts,
-                        trajectory=sol.xs if return_trajectory else None)
+    # No autograd graph across steps unless asked for: every network evaluation's
+    # activations would otherwise live until the end of the solve (a trained network's
+    # parameters require grad). A step that needs a gradient takes it locally.
+    with torch.set_grad_enabled(grad):
+        sols = []
+        for chunk in x.split(batch_size or x.shape[0]):
+            # Errors name the solver; a final denoising step (Tweedie) is checked like a step.
+            with solvers.naming_solver(f"sample(solver={solver!r}" + (
+                    f", method={opts['method']!r})" if "method" in opts else ")")):
+                sol = spec.run(ctx, chunk)
+                if opts.get("denoise"):
+                    sol.x = tweedie_denoise(counted, sde, sol.x, float(opts["eps"]))
+                solvers.check_finite_result(
+                    sol.x, step=sol.stats.get("steps", 0) + 1, t=float(opts.get("eps", 0.0)),
+                    what="the final denoising step (Tweedie's formula) returned NaN/inf")
+            sols.append(sol)
+    return _merge_chunks(sols, counted.calls, return_trajectory)
+
+
+def _merge_chunks(sols: List[Any], nfe: int, return_trajectory: bool) -> SampleResult:
+    """One SampleResult from the solutions of consecutive chunks of the batch: states
+    concatenated along the batch (the trajectory along its second axis), work counters
+    summed (``solvers.total_stats``), ``nfe`` every evaluation made."""
+    x = sols[0].x if len(sols) == 1 else torch.cat([s.x for s in sols])
+    stats = {**solvers.total_stats([s.stats for s in sols]), "nfe": nfe}
+    trajectory = None
+    if return_trajectory:
+        trajectory = (sols[0].xs if len(sols) == 1 else torch.cat([s.xs for s in sols], 1))
+    return SampleResult(x=x, nfe=nfe, stats=stats, ts=sols[0].ts, trajectory=trajectory)
 
 
 def tweedie_denoise(score: ScoreFn, sde: SDE, x: Tensor, t: float) -> Tensor:
