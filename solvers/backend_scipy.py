@@ -16,6 +16,8 @@ cannot be seen: there ``rejected`` is ``None`` and ``max_steps`` bounds accepted
 """
 from __future__ import annotations
 
+import os
+import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,7 +25,7 @@ import scipy.integrate
 import torch
 from torch import Tensor
 
-from .errors import MaxStepsError, SolverError
+from .errors import MaxStepsError, NonFiniteStateError, SolverError
 from .initial_step import select_initial_step
 from .interval_field import IntervalField
 from .progress import TimeBar
@@ -49,6 +51,12 @@ def _attempt_counting(base: type) -> type:
 
 
 _COUNTING_CLASSES = {name: _attempt_counting(getattr(scipy.integrate, name)) for name in _EXPLICIT_RK}
+
+
+def _raised_in_library(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside scipy or numpy (not in our code or the user's field)."""
+    where = traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/")
+    return "/scipy/" in where or "/numpy/" in where
 
 
 class _Counters:
@@ -128,11 +136,27 @@ def solve_scipy(
             if counters.accepted >= max_steps:
                 raise MaxStepsError(max_steps, t=solver.t, t_end=t1)
             guard.step = counters.accepted + 1
-        message = solver.step()
-        if solver.status == "failed":
+        t_before = solver.t
+        try:
+            message = solver.step()
+        except ValueError as exc:
+            # Radau/BDF solve linear systems with scipy.linalg, which rejects NaN/inf (from
+            # an overflowing Newton iterate) with a ValueError of its own.
+            if "infs or NaNs" not in str(exc) or not _raised_in_library(exc):
+                raise
+            raise NonFiniteStateError(
+                step=guard.step, t=solver.t, what=f"scipy {method}'s linear algebra met NaN/inf ({exc})"
+            ) from exc
+        # A step fails once its size underflows; LSODA instead reports success for a step
+        # of size 0 that stays put, again and again: both end the solve here.
+        failure = str(message).rstrip(".") if solver.status == "failed" else (
+            f"the step did not advance the time (step size {solver.step_size:.3g}, below the "
+            f"spacing of floating-point numbers there)" if solver.t == t_before else None)
+        if failure is not None:
             raise SolverError(
-                f"scipy {method} failed at t={solver.t:.6g} after {counters.accepted} steps: {message}; "
-                f"the problem may be stiff or singular there: try looser rtol/atol or another method"
+                f"scipy {method} gave up at step {guard.step} (t={solver.t:.6g}) after {counters.accepted} "
+                f"accepted steps: {failure}; the problem may be stiff or singular there: try looser "
+                f"rtol/atol or another method"
             )
         counters.accepted += 1
         counters.t = solver.t

@@ -41,7 +41,7 @@ class _CallbackField:
     """
 
     def __init__(self, guard: IntervalField, x0: Tensor, f0: Tensor, max_steps: int,
-                 t_end: float, direction: float, bar: TimeBar) -> None:
+                 t_start: float, t_end: float, direction: float, bar: TimeBar) -> None:
         self.guard = guard
         self._first = (x0, f0)
         self.max_steps = max_steps
@@ -51,6 +51,7 @@ class _CallbackField:
         self.attempts = 0
         self.accepted = 0
         self.rejected = 0
+        self.t_attempt: Tensor | float = t_start  # start of the attempt in progress (not synced)
 
     def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         if self._first is not None and x is self._first[0]:
@@ -65,6 +66,7 @@ class _CallbackField:
         if self.attempts >= self.max_steps:
             raise MaxStepsError(self.max_steps, t=float(t0), t_end=self.t_end)
         self.attempts += 1
+        self.t_attempt = t0
         self.guard.step = self.attempts
 
     def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
@@ -104,7 +106,7 @@ def solve_torchdiffeq(
     if first_step is None:
         first_step = select_initial_step(guard, t0, x0, f0, direction, span, error_order, rtol, atol)
     guard.step = 1
-    func = _CallbackField(guard, x0, f0, max_steps, t1, direction, bar)
+    func = _CallbackField(guard, x0, f0, max_steps, t0, t1, direction, bar)
     grid = torch.tensor(times, dtype=torch.float64, device=x0.device)
     options = {
         "first_step": first_step,
@@ -117,8 +119,9 @@ def solve_torchdiffeq(
         if "torchdiffeq" not in traceback.extract_tb(exc.__traceback__)[-1].filename:
             raise
         raise SolverError(
-            f"torchdiffeq ({method}) stopped after {func.attempts} steps: {exc}; the problem may be "
-            f"stiff or singular near the end point: try rtol/atol looser, or method='Radau'/'BDF'"
+            f"torchdiffeq ({method}) gave up at step {func.attempts} (t={float(func.t_attempt):.6g}): "
+            f"{exc}; the problem may be stiff or singular there: try rtol/atol looser, or "
+            f"method='Radau'/'BDF'"
         ) from exc
     guard.check_interval("torchdiffeq")
     stats = {"nfe": guard.calls, "steps": func.attempts, "accepted": func.accepted, "rejected": func.rejected}

@@ -2,12 +2,53 @@
 
 Every solver failure is a :class:`SolverError` (a ``RuntimeError``), so callers can catch
 one type. Input mistakes are ``ValueError``/``TypeError`` and are raised before any work.
+
+An error names the solver that raised it: each entry point (``odeint_adaptive``,
+``sample``, ``log_likelihood``, ...) runs its solve inside :func:`naming_solver`, which
+sets :attr:`SolverError.solver` and so prefixes the message, e.g.
+``sample(solver='ode', method='dopri5'): non-finite state at step 12 (t=0.0431): ...``.
+The outermost entry point, the one the user called, gives the name.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
 
 class SolverError(RuntimeError):
-    """A solve could not be completed."""
+    """A solve could not be completed.
+
+    Attributes:
+        solver: the entry point and method that raised it, e.g.
+            ``"sample(solver='ode', method='dopri5')"``; ``None`` until an entry point
+            names it. When set, ``str(error)`` is ``f"{solver}: {message}"``.
+    """
+
+    solver: Optional[str] = None
+
+    def attribute(self, solver: str) -> "SolverError":
+        """Name the solver that raised this error (replacing a name an inner entry point
+        gave) and return the error itself, ready to re-raise."""
+        self.solver = str(solver)
+        return self
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.solver}: {message}" if self.solver else message
+
+
+@contextmanager
+def naming_solver(solver: str) -> Iterator[None]:
+    """Run the block; a :class:`SolverError` raised in it leaves named ``solver`` (see
+    :meth:`SolverError.attribute`), with its type, attributes and traceback unchanged."""
+    try:
+        yield
+    except SolverError as err:
+        err.attribute(solver)
+        raise
 
 
 class NonFiniteStateError(SolverError):
@@ -29,8 +70,8 @@ class NonFiniteStateError(SolverError):
             f"tolerances, or compute in float64"
         )
 
-    def __reduce__(self):  # keep the attributes through pickling (e.g. multiprocessing)
-        return (type(self), (self.step, self.t, self.what))
+    def __reduce__(self):  # keep the attributes (solver too) through pickling (e.g. multiprocessing)
+        return (type(self), (self.step, self.t, self.what), self.__dict__)
 
 
 class MaxStepsError(SolverError):
@@ -53,4 +94,15 @@ class MaxStepsError(SolverError):
         )
 
     def __reduce__(self):
-        return (type(self), (self.max_steps, self.t, self.t_end))
+        return (type(self), (self.max_steps, self.t, self.t_end), self.__dict__)
+
+
+def check_finite_result(x: Tensor, step: int, t: float, what: str) -> Tensor:
+    """Return ``x`` if every entry is finite, else raise :class:`NonFiniteStateError`.
+
+    For states a solve returns without passing them through its per-step check (the end
+    state of an adaptive solve, a final denoising step): no solve returns NaN/inf silently.
+    """
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteStateError(step=step, t=t, what=what)
+    return x

@@ -1,8 +1,8 @@
 """A vector field restricted to the closed interval of a solve, counted and checked.
 
 Adaptive backends choose their own evaluation times. :class:`IntervalField` is what they
-call instead of the user's field: it counts evaluations, checks each value is finite and
-shaped like the state, and hands the user's field only times inside
+call instead of the user's field: it counts evaluations, checks that each value is shaped
+like the state and that both are finite, and hands the user's field only times inside
 ``[min(t0, t1), max(t0, t1)]``. The backends are set up so that they never ask for times
 outside (see ``backend_torchdiffeq`` and ``backend_scipy``); times that lie outside only
 through floating-point rounding (a few ulps) are clamped onto the end point, and
@@ -54,10 +54,12 @@ class IntervalField:
             got = f"{tuple(f.shape)} {f.dtype}" if isinstance(f, Tensor) else type(f).__name__
             raise ValueError(f"the vector field returned {got} for a state {tuple(x.shape)} {x.dtype}; "
                              f"it must return a tensor shaped like the state, of its dtype")
-        if not torch.isfinite(f).all():
-            raise NonFiniteStateError(
-                step=self.step, t=t.item(), what=f"the vector field returned NaN/inf (evaluation {self.calls})"
-            )
+        # One host read for both: the field's value, and the state it was given (a state can
+        # overflow while the field stays finite, e.g. a field that does not depend on it).
+        if not (torch.isfinite(f).all() & torch.isfinite(x).all()):
+            what = ("the vector field returned NaN/inf" if bool(torch.isfinite(x).all())
+                    else "the vector field was given a NaN/inf state")
+            raise NonFiniteStateError(step=self.step, t=t.item(), what=f"{what} (evaluation {self.calls})")
         return f
 
     def check_interval(self, backend: str) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .backend_scipy import solve_scipy
 from .backend_torchdiffeq import solve_torchdiffeq
+from .errors import check_finite_result, naming_solver
 from .interval_field import IntervalField
 from .ode_fixed import VectorField
 from .progress import TimeBar
@@ -139,11 +140,18 @@ def odeint_adaptive(
     common = dict(method=method, error_order=spec.error_order, rtol=rtol, atol=atol,
                   max_steps=max_steps, first_step=first_step, bar=bar)
     try:
-        if spec.backend == "torchdiffeq":
-            xs, stats = solve_torchdiffeq(guard, x0, [t0, *interior, t1], **common)
-            x1, dense = xs[-1], dict(zip(interior, xs[1:-1]))
-        else:
-            x1, dense, stats = solve_scipy(guard, x0, t0, t1, interior, **common)
+        with naming_solver(f"odeint_adaptive(method={method!r})"):
+            if spec.backend == "torchdiffeq":
+                xs, stats = solve_torchdiffeq(guard, x0, [t0, *interior, t1], **common)
+                x1, dense = xs[-1], dict(zip(interior, xs[1:-1]))
+            else:
+                x1, dense, stats = solve_scipy(guard, x0, t0, t1, interior, **common)
+            # The guard checks every state the field is evaluated at, but BDF and LSODA accept
+            # states they never evaluate the field at, and dense outputs are interpolated:
+            # check what is returned.
+            for t, state in ((t1, x1), *dense.items()):
+                check_finite_result(state, step=stats["steps"], t=t,
+                                    what="the solution at this output time is NaN/inf")
     finally:
         bar.close()
 

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from torch import Tensor
 
 from .counting import CountingFunction
+from .errors import naming_solver
 from .loop import Step, integrate
 from .noise import Noise
 from .result import Solution
@@ -141,6 +142,7 @@ def odeint_fixed(field: VectorField, x0: Tensor, ts: TimeLike, method: str = "rk
     """
     tableau = get_tableau(method)
     counted = CountingFunction(field)
-    solution = integrate(rk_step(counted, tableau), x0, ts, **loop_kwargs)
+    with naming_solver(f"odeint_fixed(method={method!r})"):
+        solution = integrate(rk_step(counted, tableau), x0, ts, **loop_kwargs)
     solution.stats["nfe"] = counted.calls
     return solution

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .counting import CountingFunction
+from .errors import naming_solver
 from .loop import Step, integrate
 from .noise import Noise
 from .result import Solution
@@ -108,6 +109,7 @@ def sdeint_fixed(
             f"unknown fixed-step SDE method {method!r}; valid names: {', '.join(sorted(FIXED_SDE_METHODS))}"
         ) from None
     counted_drift, counted_diffusion = CountingFunction(drift), CountingFunction(diffusion)
-    solution = integrate(scheme(counted_drift, counted_diffusion), x0, ts, noise=noise, **loop_kwargs)
+    with naming_solver(f"sdeint_fixed(method={method!r})"):
+        solution = integrate(scheme(counted_drift, counted_diffusion), x0, ts, noise=noise, **loop_kwargs)
     solution.stats.update(nfe=counted_drift.calls, nfe_diffusion=counted_diffusion.calls)
     return solution

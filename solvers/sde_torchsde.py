@@ -27,7 +27,7 @@ import torchsde
 from torch import Tensor
 
 from .counting import CountingFunction
-from .errors import MaxStepsError, NonFiniteStateError
+from .errors import MaxStepsError, NonFiniteStateError, check_finite_result, naming_solver
 from .result import Solution
 from .sde import Diffusion, Drift, _check_drift, broadcast_diffusion
 from .validation import check_positive, check_positive_int, check_tensor, check_time
@@ -194,9 +194,13 @@ def sdeint_torchsde(
     )
     sde = _FlatSDE(counted_drift, counted_diffusion, x0.shape, sign, sde_type, steps_started=lambda: bm.steps_started)
     ts = torch.tensor([s0, s1], dtype=torch.float64, device=x0.device)
-    ys = torchsde.sdeint(sde, y0, ts, bm=bm, method=method, dt=step_size, adaptive=adaptive,
-                         rtol=rtol, atol=atol, dt_min=dt_min)
-    x1 = ys[-1].reshape(x0.shape)
+    with naming_solver(f"sdeint_torchsde(method={method!r}, adaptive={adaptive})"):
+        ys = torchsde.sdeint(sde, y0, ts, bm=bm, method=method, dt=step_size, adaptive=adaptive,
+                             rtol=rtol, atol=atol, dt_min=dt_min)
+        # Drift and diffusion are checked at every evaluation, but the last step's state is
+        # never evaluated, and adaptive mode accepts a step of dt_min whatever its error.
+        x1 = check_finite_result(ys[-1].reshape(x0.shape), step=bm.steps_started, t=t1,
+                                 what="the state at the end time is NaN/inf")
     stats = {"nfe": counted_drift.calls, "nfe_diffusion": counted_diffusion.calls}
     if adaptive:
         attempt_starts = bm.starts[::3]
