@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -20,11 +20,34 @@ _TIME_SLACK = 1e-6
 
 
 def _describe(value: object) -> str:
+    """A short text for a value in an error message (a tensor's entries if few, else its
+    shape; other values by repr, first line, at most 80 characters)."""
     if isinstance(value, Tensor):
-        if value.numel() <= 6:
+        if value.numel() <= 6 and value.device.type != "meta":
             return f"tensor({value.detach().cpu().tolist()})"
         return f"tensor of shape {tuple(value.shape)}"
-    return repr(value)
+    text = repr(value).splitlines()[0] if repr(value) else ""
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _got(value: object) -> str:
+    """'got <value> of type <type>', for type errors."""
+    return f"got {_describe(value)} of type {type(value).__name__}"
+
+
+def check_callable(name: str, value: object, signature: str) -> Any:
+    """Check that ``value`` is callable (``signature`` shows how it is called)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable as {signature}, {_got(value)}")
+    return value
+
+
+def check_instance(name: str, value: object, types, what: str) -> Any:
+    """Check ``isinstance(value, types)``; ``what`` says what is allowed, e.g. "a
+    torch.Generator or None"."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what}, {_got(value)}")
+    return value
 
 
 def check_real(name: str, value: object, *, positive: bool = False,
@@ -37,7 +60,8 @@ def check_real(name: str, value: object, *, positive: bool = False,
                         f"of type {type(value).__name__}")
     value = float(value)
     if finite and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        sign = " > 0" if positive else " >= 0" if nonnegative else ""
+        raise ValueError(f"{name} must be a finite number{sign}, got {value}")
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     if nonnegative and not value >= 0:
@@ -63,11 +87,58 @@ def check_choice(name: str, value: object, allowed) -> str:
     return value
 
 
+def check_shape(name: str, shape: object) -> Tuple[int, ...]:
+    """Return ``shape`` ([batch, *dims], a list, tuple or torch.Size of positive integers)
+    as a tuple of ints."""
+    if not isinstance(shape, (list, tuple)):
+        raise TypeError(f"{name} must be a sequence [batch, *dims] of positive integers, "
+                        f"{_got(shape)}")
+    shown = tuple(shape)
+    if any(isinstance(s, bool) or not isinstance(s, Integral) for s in shape):
+        raise TypeError(f"{name} must be a sequence [batch, *dims] of positive integers, got "
+                        f"{shown}")
+    if len(shape) < 1 or any(s < 1 for s in shape):
+        raise ValueError(f"{name} must be [batch, *dims] with positive sizes, got {shown}")
+    return tuple(int(s) for s in shape)
+
+
+def check_floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """Check that ``dtype`` is a floating-point torch.dtype."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a floating torch.dtype such as torch.float64, "
+                        f"{_got(dtype)}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype such as torch.float64, got "
+                        f"{dtype}")
+    return dtype
+
+
+def first_nonfinite(x: Tensor) -> Optional[Tuple[Tuple[int, ...], float]]:
+    """(index, value) of the first NaN or inf entry of x, or None if all are finite (one
+    host sync)."""
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return None
+    index = tuple(int(i) for i in bad.nonzero()[0])
+    return index, float(x[index])
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """Check that x [batch, *dims] has no NaN or inf entries, naming the first bad one."""
+    found = first_nonfinite(x)
+    if found is not None:
+        index, value = found
+        kind = "NaN" if math.isnan(value) else "inf"
+        raise ValueError(f"{name} must be finite, but {name}[{index[0]}] contains {kind} "
+                         f"({name}[{', '.join(map(str, index))}] = {value}; shape "
+                         f"{tuple(x.shape)})")
+    return x
+
+
 def check_state(name: str, x: object, *, min_dim: int = 1) -> Tensor:
     """Check that ``x`` is a floating tensor [batch, *dims] with finite entries."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape [batch, *dims], "
-                        f"got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape [batch, *dims], {_got(x)}")
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have shape [batch, *dims] (at least {min_dim} "
                          f"dimension(s)), got shape {tuple(x.shape)}")
@@ -101,8 +172,7 @@ def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
     elif isinstance(t, Real) and not isinstance(t, bool):
         tt = torch.tensor(float(t), dtype=dtype or torch.get_default_dtype(), device=device)
     else:
-        raise TypeError(f"{name} must be a float or a [batch] tensor, got "
-                        f"{type(t).__name__}")
+        raise TypeError(f"{name} must be a float or a [batch] tensor, {_got(t)}")
     if tt.dim() > 1:
         raise ValueError(f"{name} must be a float or a 1-D [batch] tensor, got shape "
                          f"{tuple(tt.shape)}")
@@ -110,7 +180,8 @@ def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
         raise ValueError(f"{name} has shape {tuple(tt.shape)} but the state has batch "
                          f"size {batch}; pass a float or a tensor of shape [{batch}]")
     if torch.isnan(tt).any():
-        raise ValueError(f"{name} contains NaN: {_describe(t)}")
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got {_describe(t)}"
+                         + (", which contains NaN" if isinstance(t, Tensor) else ""))
     slack = _TIME_SLACK * max(T, 1.0)
     if (tt < -slack).any() or (tt > T + slack).any():
         raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got "
@@ -133,6 +204,11 @@ def first_float_parameter(score: object) -> Optional[Tensor]:
             if p.is_floating_point():
                 return p
     return None
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same (an index left out means the current device)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def check_matches_network(name: str, x: Tensor, score: object) -> None:

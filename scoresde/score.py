@@ -15,8 +15,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from ._validation import TimeLike, batch_view, check_choice, check_real, check_state
-from .dynamics import scalar_time
+from ._validation import (TimeLike, batch_view, check_callable, check_choice, check_instance,
+                          check_real, check_state)
+from .dynamics import FirstCallChecked, scalar_time
 from .sdes import DiscreteVPSDE, SDE
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction", "score")
@@ -45,11 +46,8 @@ class ScoreModel(nn.Module):
                  prediction: str = "epsilon", time_input: Optional[str] = None,
                  time_scale: float = 999.0):
         super().__init__()
-        if not callable(net):
-            raise TypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde SDE (VPSDE, VESDE, ...), got "
-                            f"{type(sde).__name__}")
+        check_callable("net", net, "net(x, t)")
+        check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
         self.net = net
         self.sde = sde
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
@@ -83,9 +81,10 @@ class ScoreModel(nn.Module):
     def _raw(self, x: Tensor, t: Tensor):
         """Network output, alpha and std (broadcastable to x) for a valid [batch] time t."""
         out = self.net(x, self.network_time(t))
-        if not isinstance(out, Tensor) or out.shape != x.shape:
+        check_instance("net(x, t)", out, Tensor, f"a tensor shaped like x {tuple(x.shape)}")
+        if out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
-                             f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out)}")
+                             f"got shape {tuple(out.shape)}")
         alpha, std = self.sde.marginal_coeffs_(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
@@ -118,12 +117,14 @@ class ScoreModel(nn.Module):
 
 
 def unchecked(score: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-    """``score.score_unchecked`` for a plain ScoreModel (no subclass overriding forward, no
-    hooks), else ``score`` itself: what the samplers call with their validated times."""
+    """What the samplers call with their validated times: ``score.score_unchecked`` for a
+    plain ScoreModel (no subclass overriding forward, no hooks), else ``score`` itself;
+    either way with its first output checked in full (``FirstCallChecked``: a floating
+    tensor shaped like x with finite entries)."""
     if (isinstance(score, ScoreModel) and type(score).forward is ScoreModel.forward
             and not score._forward_hooks and not score._forward_pre_hooks):
-        return score.score_unchecked
-    return score
+        return FirstCallChecked(score.score_unchecked)
+    return FirstCallChecked(score)
 
 
 def _to_eps(prediction: str, out: Tensor, x: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
