@@ -17,7 +17,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._validation import TimeLike, batch_view, check_int, check_real, check_state, check_time
+from .._validation import (TimeLike, batch_view, check_int, check_real, check_shape, check_state,
+                           check_time)
 
 
 class SDE(abc.ABC):
@@ -84,9 +85,7 @@ class SDE(abc.ABC):
                        dtype: Optional[torch.dtype] = None,
                        device: Optional[torch.device] = None) -> Tensor:
         """A draw from the prior N(0, prior_std^2 I) of the given shape [batch, *dims]."""
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < 1 or any(s < 1 for s in shape):
-            raise ValueError(f"shape must be [batch, *dims] with positive sizes, got {shape}")
+        shape = check_shape("shape", shape)
         if generator is not None and device is None:
             device = generator.device
         z = torch.randn(shape, generator=generator, dtype=dtype, device=device)

@@ -21,7 +21,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .._validation import TimeLike, check_int, check_real
+from .._validation import TimeLike, _got, check_int, check_real
 from .base import VPTypeSDE
 
 
@@ -66,8 +66,15 @@ class DiscreteVPSDE(VPTypeSDE):
     """
 
     def __init__(self, betas: Union[Tensor, list, tuple]):
-        betas = torch.as_tensor(betas, dtype=torch.float64) if not isinstance(betas, Tensor) \
-            else betas.detach().to(device="cpu", dtype=torch.float64)
+        if not isinstance(betas, Tensor):
+            try:
+                betas = torch.as_tensor(betas, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"betas must be a real 1-D tensor or a sequence of numbers, "
+                                f"{_got(betas)}") from None
+        if betas.is_complex() or betas.dtype == torch.bool:
+            raise TypeError(f"betas must be a real 1-D tensor, got dtype {betas.dtype}")
+        betas = betas.detach().to(device="cpu", dtype=torch.float64)
         if betas.dim() != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape "
                              f"{tuple(betas.shape)}")
@@ -95,6 +102,9 @@ class DiscreteVPSDE(VPTypeSDE):
         N = check_int("N", N, minimum=1)
         b0 = 0.1 / N if beta_start is None else check_real("beta_start", beta_start)
         b1 = 20.0 / N if beta_end is None else check_real("beta_end", beta_end)
+        for name, given, value in (("beta_start", beta_start, b0), ("beta_end", beta_end, b1)):
+            if given is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must lie in the open interval (0, 1), got {value}")
         return cls(torch.linspace(b0, b1, N, dtype=torch.float64))
 
     @classmethod
