@@ -34,9 +34,16 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._validation import first_nonfinite
 from .oracles import GaussianMixture
 
 SPLITS = ("train", "test", "all")
+
+
+class DataFileNotFoundError(FileNotFoundError, ValueError):
+    """A data file that does not exist: a FileNotFoundError, and a ValueError like every
+    other invalid argument (DESIGN.md, "Numerical conventions")."""
+
 FILE_SUFFIXES = (".npy", ".pt")
 _DEFAULT_N = {"train": 10000, "test": 2000}
 
@@ -234,7 +241,8 @@ def _read_file(path: str) -> Tensor:
 def _load_file(path: str, split: str, n: Optional[int], seed: int,
                dtype: torch.dtype) -> Dataset:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {path!r} does not exist")
+        raise DataFileNotFoundError(f"data file {path!r} does not exist; give a .npy or .pt "
+                                    f"file, or a data set name ({', '.join(DATASETS)})")
     data = _read_file(path)
     if data.dtype == torch.uint8:
         data = data.to(torch.float64) / 127.5 - 1.0
@@ -248,8 +256,11 @@ def _load_file(path: str, split: str, n: Optional[int], seed: int,
     if data.dim() not in (2, 4) or data.shape[0] < 1:
         raise ValueError(f"{path!r} must hold [n, D] points or [n, C, H, W] images ([n] and "
                          f"[n, H, W] are accepted), got shape {tuple(data.shape)}")
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError(f"{path!r} contains NaN or infinite values")
+    found = first_nonfinite(data)
+    if found is not None:
+        index, value = found
+        raise ValueError(f"{path!r} must hold finite values, but row {index[0]} contains "
+                         f"{value} (at index {list(index)})")
     index = _subset(_fixed_split(data.shape[0], split, FILE_TEST_EVERY), n, seed, path, split)
     kind = "points" if data.dim() == 2 else "images"
     return Dataset(data[index].to(dtype), kind, path, split, index=index)
@@ -316,4 +327,4 @@ def load_dataset(name_or_path: str, split: str = "train", n: Optional[int] = Non
     return data
 
 
-__all__ = ["Dataset", "load_dataset", "DATASETS", "gmm_oracle"]
+__all__ = ["Dataset", "load_dataset", "DATASETS", "gmm_oracle", "DataFileNotFoundError"]

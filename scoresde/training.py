@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ._validation import check_choice, check_finite, check_instance, check_int, check_real
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .losses import LOSSES, WEIGHTINGS, ddpm_loss, dsm_loss
@@ -82,16 +83,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup", "seed"):
-            _check_int(name, getattr(self, name), 0)
-        if not (_is_real(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not supported; choose one "
-                             f"of {', '.join(repr(k) for k in LR_SCHEDULES)}")
-        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+            check_int(name, getattr(self, name), minimum=0)
+        check_real("lr", self.lr, positive=True)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_real("weight_decay", self.weight_decay, nonnegative=True)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
         if betas is None or len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1
                                                        for b in betas):
@@ -101,12 +98,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
         if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is not supported; choose one of "
-                             f"{', '.join(repr(k) for k in LOSSES)}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting={self.weighting!r} is not supported; choose one of "
-                             f"{', '.join(repr(w) for w in WEIGHTINGS)}")
+        check_choice("loss", self.loss, tuple(LOSSES))
+        check_choice("weighting", self.weighting, tuple(WEIGHTINGS))
         if self.loss == "ddpm" and (self.weighting != "none" or self.importance_sampling):
             raise ValueError("loss='ddpm' takes no weighting or importance_sampling; use "
                              "loss='dsm' for the likelihood weighting")
@@ -132,11 +125,6 @@ def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 class Trainer:
     """Train a score model on a data set; ``.ema`` is the EMA model to sample from.
 
@@ -157,26 +145,23 @@ class Trainer:
     def __init__(self, model: Union[ScoreModel, nn.Module], sde: Optional[SDE] = None,
                  data: Union[Dataset, Tensor, str, None] = None,
                  config: Optional[TrainConfig] = None):
+        check_instance("model", model, (ScoreModel, nn.Module), "a ScoreModel or an nn.Module")
         if isinstance(model, ScoreModel):
             if sde is not None and sde is not model.sde:
                 raise ValueError("sde differs from model.sde; pass sde=None with a ScoreModel "
                                  "or build the ScoreModel on this sde")
             self.model = model
-        elif isinstance(model, nn.Module):
+        else:
             if not isinstance(sde, SDE):
                 raise TypeError(f"sde must be a scoresde SDE when model is a bare network, "
                                 f"got {type(sde).__name__}")
             self.model = ScoreModel(model, sde, prediction="epsilon")
-        else:
-            raise TypeError(f"model must be a ScoreModel or an nn.Module, got "
-                            f"{type(model).__name__}")
         if not isinstance(self.model.net, nn.Module):
             raise TypeError("the network must be an nn.Module with parameters to train")
         self.net: nn.Module = self.model.net
         self.sde: SDE = self.model.sde
         self.config = config if config is not None else TrainConfig()
-        if not isinstance(self.config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(self.config).__name__}")
+        check_instance("config", self.config, TrainConfig, "a TrainConfig")
         if self.config.loss == "ddpm" and not isinstance(self.sde, DiscreteVPSDE):
             raise ValueError(f"loss='ddpm' needs a DiscreteVPSDE, got {type(self.sde).__name__}"
                              f"; use loss='dsm'")
@@ -187,6 +172,8 @@ class Trainer:
         self._device, self._dtype = params[0].device, params[0].dtype
         self.data = _as_dataset(data)
         self._x = self.data.x.to(device=self._device, dtype=self._dtype)
+        check_finite("data", self._x)
+        self._check_data_fits()
 
         cfg = self.config
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
@@ -201,6 +188,24 @@ class Trainer:
         self._window: List[float] = []  # losses since the last history record
         self._uses_global_rng = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
                                     for m in self.net.modules())
+
+    def _check_data_fits(self) -> None:
+        """One forward pass on two examples (eval mode, no grad: no state or RNG touched),
+        so that data the network cannot take fails here, naming the shapes, rather than at
+        the first training step."""
+        x = self._x[:2]
+        training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                self.model(x, 0.5 * self.sde.T)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise ValueError(f"data has examples of shape {tuple(x.shape[1:])}, which the "
+                             f"network does not take: {err}") from err
+        finally:
+            self.net.train(training)
 
     # -- one step -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -290,9 +295,9 @@ class Trainer:
         """
         if steps is None:
             steps = max(self.config.steps - self.step, 0)
-        _check_int("steps", steps, 0)
+        check_int("steps", steps, minimum=0)
         if save_every is not None:
-            _check_int("save_every", save_every, 1)
+            check_int("save_every", save_every, minimum=1)
             if directory is None:
                 raise ValueError("save_every needs directory= (where to save the checkpoints)")
         start = len(self.history)
