@@ -17,6 +17,8 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+import solvers
+
 Field = Callable[[Tensor, Tensor], Tensor]
 
 PROBES = ("rademacher", "gaussian")
@@ -83,6 +85,8 @@ def exact_divergence(field: Field, t: Tensor, x: Tensor,
                 (rows,) = batched_vjp(cot)  # rows[k, b] = e_{idx[k]}^T dv_b/dx_b
                 rows = rows.reshape(stop - start, batch, dim)
                 div = div + rows.gather(2, idx[:, None, None].expand(-1, batch, 1)).sum((0, 2))
+        except solvers.SolverError:
+            raise  # a solver failure inside the score (e.g. a NaN check): not a torch.func problem
         except (RuntimeError, NotImplementedError) as exc:
             raise NotFunctorchCompatibleError(
                 "trace='exact' differentiates the score with torch.func (vjp, then vmap over "

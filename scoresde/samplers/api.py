@@ -292,8 +292,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         **options: the solver's own options, e.g. steps, eps (end time), grid ("uniform",
             "quadratic", "logsnr", "karras"), denoise (a final Tweedie step
             x0 = (x + std^2 score)/alpha), predictor, corrector, snr, corrector_steps
-            ("pc"), method, rtol, atol, max_steps ("ode"), eta ("ddim"). An option the
-            solver does not take is an error.
+            ("pc"), method, rtol, atol, max_steps ("ode", "sde_adaptive"), eta ("ddim").
+            An option the solver does not take is an error.
 
     Returns:
         SampleResult with x [batch, *dims], nfe (counted score evaluations), stats.
