@@ -2,9 +2,9 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--out docs/benchmarks.md]
 
-Three tables: (1) accuracy against NFE with exact scores, (2) per-NFE overhead of the
+Four tables: (1) accuracy against NFE with exact scores, (2) per-NFE overhead of the
 sampling loops against a bare network call, (3) the cost of exact log-likelihoods against
-scipy's solve_ivp with a host round trip. Every number in the page comes from this run;
+scipy's solve_ivp with a host round trip, (4) peak memory against batch size and steps. Every number in the page comes from this run;
 ``--quick`` uses smaller batches, fewer repeats and fewer step counts (a few minutes on two
 CPU cores). ``--only accuracy,overhead`` runs a subset (the page then lacks the others).
 """
@@ -23,9 +23,10 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` i
 import torch  # noqa: E402
 
 from benchmarks import _common as C  # noqa: E402
-from benchmarks import accuracy, likelihood_cost, overhead  # noqa: E402
+from benchmarks import accuracy, likelihood_cost, memory, overhead  # noqa: E402
 
-SECTIONS = {"accuracy": accuracy, "overhead": overhead, "likelihood": likelihood_cost}
+SECTIONS = {"accuracy": accuracy, "overhead": overhead, "likelihood": likelihood_cost,
+            "memory": memory}
 
 
 def main(argv=None) -> None:
