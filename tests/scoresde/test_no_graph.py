@@ -66,13 +66,15 @@ def _model(sde, dtype=torch.float64, seed=0):
     return sd.ScoreModel(net, sde, prediction="epsilon"), net
 
 
-@pytest.mark.parametrize("solver", list(SOLVERS))
-def test_samples_do_not_require_grad_and_no_activation_survives(solver):
+@pytest.mark.parametrize("solver, method", [(s, None) for s in SOLVERS] + [("ode", "RK45")])
+def test_samples_do_not_require_grad_and_no_activation_survives(solver, method):
+    """Every solver and backend (torchdiffeq, scipy, torchsde, the fixed-grid loop)."""
     sde = DDPM if SOLVERS[solver].requires is sd.DiscreteVPSDE else VP
     model, net = _model(sde)
     log = ActivationLog(net)
     g = torch.Generator().manual_seed(0)
-    res = sd.sample(model, sde, (6, 2), solver=solver, generator=g, **_options(solver))
+    options = _options(solver) if method is None else {**_options(solver), "method": method}
+    res = sd.sample(model, sde, (6, 2), solver=solver, generator=g, **options)
     assert res.x.requires_grad is False and res.x.grad_fn is None
     assert torch.isfinite(res.x).all()
     gc.collect()
