@@ -59,8 +59,9 @@ def _as_levels(x: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
     """8-bit data as a float tensor of integer levels 0..255 (validated)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of 8-bit data, got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape [n, *dims], got shape {tuple(x.shape)}")
+    if x.dim() < 2 or x.shape[0] < 1 or x[0].numel() < 1:
+        raise ValueError(f"x must have shape [n, *dims] with n >= 1 and at least one value per "
+                         f"sample, got shape {tuple(x.shape)}")
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"x must be an integer tensor (0..255) or a float tensor in [0, 1], "
                         f"got dtype {x.dtype}")

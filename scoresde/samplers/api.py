@@ -327,6 +327,10 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         eps = check_real("eps", opts["eps"], nonnegative=True)
         if not eps < sde.T:
             raise ValueError(f"eps (the end time) must be >= 0 and < T = {sde.T:g}, got {eps}")
+    if "denoise" in opts:
+        check_instance("denoise", opts["denoise"], bool, "True or False")
+    if callback is not None:
+        check_callable("callback", callback, "callback(step, t, x)")
     shape = check_shape("shape", shape)
     if dtype is not None:
         check_floating_dtype("dtype", dtype)
