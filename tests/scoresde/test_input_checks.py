@@ -1,7 +1,9 @@
 """Input errors: ValueError/TypeError naming the argument (DESIGN.md, numerical conventions).
 
-One test per case; each message must name the offending argument (as a whole word) and,
-for scalar arguments, the value received.
+One test per case; each message must name the offending argument (as a whole word). Here:
+the time argument at every entry point that takes one, and the oracles. The constructors of
+the SDEs, ScoreModel and every other entry point are in the invalid-input matrix,
+tests/scoresde/test_invalid_inputs.py.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 
 from scoresde.oracles import GaussianData, GaussianMixture
 from scoresde.score import ScoreModel
-from scoresde.sdes import DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
+from scoresde.sdes import DiscreteVPSDE, VESDE, VPSDE
 
 ERRORS = (ValueError, TypeError)
 
@@ -20,55 +22,6 @@ ERRORS = (ValueError, TypeError)
 def _names(*names: str) -> str:
     """A regex matching a message that contains every one of ``names`` as a whole word."""
     return "(?s)" + "".join(rf"(?=.*(?<![\w.]){re.escape(n)}(?!\w))" for n in names)
-
-
-def _number(v: float) -> str:
-    """A regex for the float v as Python or %g would print it."""
-    return "|".join(re.escape(s) for s in {repr(v), f"{v:g}", str(v)})
-
-
-# --------------------------------------------------------------------------------------
-# SDE constructors
-# --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [VPSDE, SubVPSDE])
-@pytest.mark.parametrize("bmin, bmax", [(20.0, 0.1), (1.5, 1.5)])
-def test_beta_min_not_below_beta_max(cls, bmin, bmax):
-    with pytest.raises(ERRORS, match=_names("beta_min", "beta_max")):
-        cls(beta_min=bmin, beta_max=bmax)
-
-
-@pytest.mark.parametrize("cls", [VPSDE, SubVPSDE])
-def test_negative_beta_min(cls):
-    with pytest.raises(ERRORS, match=_names("beta_min")) as info:
-        cls(beta_min=-0.1, beta_max=20.0)
-    assert re.search(_number(-0.1), str(info.value))
-
-
-@pytest.mark.parametrize("sigma_min", [0.0, -1.0])
-def test_sigma_min_not_positive(sigma_min):
-    with pytest.raises(ERRORS, match=_names("sigma_min")) as info:
-        VESDE(sigma_min=sigma_min, sigma_max=50.0)
-    assert re.search(_number(sigma_min), str(info.value))
-
-
-@pytest.mark.parametrize("smin, smax", [(1.0, 0.5), (2.0, 2.0)])
-def test_sigma_max_not_above_sigma_min(smin, smax):
-    with pytest.raises(ERRORS, match=_names("sigma_min", "sigma_max")):
-        VESDE(sigma_min=smin, sigma_max=smax)
-
-
-@pytest.mark.parametrize("betas", [[0.1, 0.0, 0.2], [0.1, 1.0], [-0.01, 0.1], [0.2, 1.5],
-                                   [0.1, float("nan")]])
-def test_betas_outside_open_unit_interval(betas):
-    with pytest.raises(ERRORS, match=_names("betas")):
-        DiscreteVPSDE(torch.tensor(betas))
-
-
-@pytest.mark.parametrize("betas", [torch.full((2, 3), 0.01), torch.tensor(0.01),
-                                   torch.zeros(0)])
-def test_betas_not_1d(betas):
-    with pytest.raises(ERRORS, match=_names("betas")):
-        DiscreteVPSDE(betas)
 
 
 # --------------------------------------------------------------------------------------
@@ -138,15 +91,6 @@ def test_t_ok_at_the_ends(entry):
     x = torch.zeros(4, 2)
     out = entry(x, torch.tensor([1e-3, 0.5, 1.0, 1.0]))
     assert out is not None
-
-
-# --------------------------------------------------------------------------------------
-# score parametrization
-# --------------------------------------------------------------------------------------
-def test_unknown_prediction_type():
-    with pytest.raises(ERRORS, match=_names("prediction")) as info:
-        ScoreModel(lambda x, t: x, VPSDE(), prediction="noise_level")
-    assert "noise_level" in str(info.value)
 
 
 # --------------------------------------------------------------------------------------
