@@ -1,0 +1,135 @@
+"""Every sampler's output, bit for bit, against samples recorded before the sampler-core
+redesign (issue 11): the same seed and the same NFE must give the same bits.
+
+The reference file ``data/golden_samples.npz`` holds, per case, the samples and the NFE.
+It was written by ``python tests/scoresde/test_golden_samples.py --write`` before the
+redesign; rewrite it only for a change that is meant to alter samples, and say so in the
+commit. When the meaning of an option changes (``steps``), change the case's options so
+that it makes the same network evaluations; the recorded numbers stay.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import scoresde as sd
+from scoresde.nets import MLP
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN = os.path.join(HERE, "data", "golden_samples.npz")
+SHAPE = (6, 2)
+
+SDES = {
+    "vp": lambda: sd.VPSDE(beta_min=0.1, beta_max=20.0),
+    "ve": lambda: sd.VESDE(sigma_min=0.01, sigma_max=10.0),
+    "subvp": lambda: sd.SubVPSDE(beta_min=0.1, beta_max=20.0),
+    "ddpm20": lambda: sd.DiscreteVPSDE.linear(N=20, beta_start=1e-3, beta_end=0.2),
+}
+
+# id -> (sde, score, solver, options); score "gmm" is a 3-component closed-form mixture,
+# "mlp" a fixed random eps-network (a ScoreModel; integer timesteps on DiscreteVPSDE).
+CASES = {
+    "euler_maruyama": ("vp", "gmm", "euler_maruyama", {"steps": 8}),
+    "reverse_diffusion": ("vp", "gmm", "reverse_diffusion", {"steps": 8}),
+    "ancestral": ("vp", "gmm", "ancestral", {"steps": 8}),
+    "pc": ("vp", "gmm", "pc", {"steps": 6}),
+    "pc_ancestral_ald": ("vp", "gmm", "pc", {"steps": 5, "predictor": "ancestral",
+                                             "corrector": "ald", "corrector_steps": 2}),
+    "pc_corrector_only": ("vp", "gmm", "pc", {"steps": 4, "predictor": "none"}),
+    "pc_predictor_only": ("vp", "gmm", "pc", {"steps": 4, "corrector": "none"}),
+    "ode_euler": ("vp", "gmm", "ode_euler", {"steps": 8}),
+    "ode_heun": ("vp", "gmm", "ode_heun", {"steps": 8}),
+    "ode_heun_denoise": ("vp", "gmm", "ode_heun", {"steps": 5, "denoise": True}),
+    "ode_rk4_quadratic": ("vp", "gmm", "ode_rk4", {"steps": 4, "grid": "quadratic"}),
+    "ode_dopri5": ("vp", "gmm", "ode", {"rtol": 1e-4, "atol": 1e-4}),
+    "ode_RK45": ("vp", "gmm", "ode", {"method": "RK45", "rtol": 1e-4, "atol": 1e-4}),
+    "sde_adaptive": ("vp", "gmm", "sde_adaptive", {"rtol": 1e-2, "atol": 1e-2, "dt": 0.05}),
+    "ddpm_full": ("ddpm20", "gmm", "ddpm", {}),
+    "ddpm_subset": ("ddpm20", "gmm", "ddpm", {"steps": 5}),
+    "ddim_vp": ("vp", "gmm", "ddim", {"steps": 8}),
+    "ddim_vp_eta1": ("vp", "gmm", "ddim", {"steps": 8, "eta": 1.0}),
+    "ddim_discrete": ("ddpm20", "gmm", "ddim", {"steps": 5}),
+    "dpm_solver_1": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 1}),
+    "dpm_solver_2s": ("vp", "gmm", "dpm_solver", {"steps": 4, "order": 2}),
+    "dpm_solver_3s": ("vp", "gmm", "dpm_solver", {"steps": 3, "order": 3}),
+    "dpm_solver_2m": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 2,
+                                                  "method": "multistep"}),
+    "dpm_solver_3m": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 3,
+                                                  "method": "multistep"}),
+    "dpm_solver++_1": ("vp", "gmm", "dpm_solver++", {"steps": 8, "order": 1}),
+    "dpm_solver++_2m": ("vp", "gmm", "dpm_solver++", {"steps": 8}),
+    "dpm_solver++_3m": ("vp", "gmm", "dpm_solver++", {"steps": 8, "order": 3}),
+    "heun_karras": ("vp", "gmm", "heun_karras", {"steps": 5}),
+    "heun_karras_churn": ("vp", "gmm", "heun_karras", {"steps": 5, "s_churn": 1.0}),
+    "ve_euler_maruyama": ("ve", "gmm", "euler_maruyama", {"steps": 8}),
+    "ve_pc": ("ve", "gmm", "pc", {"steps": 5}),
+    "ve_ode_heun": ("ve", "gmm", "ode_heun", {"steps": 6}),
+    "ve_heun_karras": ("ve", "gmm", "heun_karras", {"steps": 5}),
+    "subvp_ode_rk4": ("subvp", "gmm", "ode_rk4", {"steps": 4}),
+    "subvp_euler_maruyama": ("subvp", "gmm", "euler_maruyama", {"steps": 8}),
+    "mlp_ddpm": ("ddpm20", "mlp", "ddpm", {}),
+    "mlp_ddim": ("ddpm20", "mlp", "ddim", {"steps": 5}),
+    "mlp_dpm_solver++": ("vp", "mlp", "dpm_solver++", {"steps": 6}),
+    "mlp_pc": ("vp", "mlp", "pc", {"steps": 4}),
+}
+
+
+def _score(kind: str, sde):
+    if kind == "gmm":
+        return sd.GaussianMixture(
+            weights=torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+            means=torch.tensor([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.5]], dtype=torch.float64),
+            covs=torch.stack([torch.eye(2, dtype=torch.float64) * v for v in (0.1, 0.2, 0.05)]),
+            sde=sde).score
+    net = MLP(dim=2, hidden=16, depth=2).double()
+    gen = torch.Generator().manual_seed(1234)   # weights independent of the default dtype
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    return sd.ScoreModel(net, sde, prediction="epsilon")
+
+
+def run_case(case_id: str):
+    sde_key, score_kind, solver, options = CASES[case_id]
+    sde = SDES[sde_key]()
+    g = torch.Generator().manual_seed(0)
+    res = sd.sample(_score(score_kind, sde), sde, SHAPE, solver=solver, generator=g,
+                    dtype=torch.float64, **options)
+    return res.x.detach().numpy(), res.nfe
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(GOLDEN, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_samples_are_bitwise_the_recorded_ones(case_id, golden):
+    x, nfe = run_case(case_id)
+    assert nfe == int(golden[f"{case_id}/nfe"]), "a different number of network evaluations"
+    want = golden[f"{case_id}/x"]
+    assert np.array_equal(x, want), f"max |diff| {np.abs(x - want).max():.3e}"
+
+
+def test_every_solver_has_a_case(golden):
+    from scoresde.samplers.api import SOLVERS
+    assert set(SOLVERS) <= {c[2] for c in CASES.values()}
+    assert {k.rsplit("/", 1)[0] for k in golden} == set(CASES)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/scoresde/test_golden_samples.py --write")
+    out = {}
+    for cid in CASES:
+        x, nfe = run_case(cid)
+        out[f"{cid}/x"], out[f"{cid}/nfe"] = x, np.array(nfe)
+        print(f"{cid:24s} nfe {nfe:4d}  x[0] {x[0]}")
+    os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    np.savez(GOLDEN, **out)
+    print(f"wrote {GOLDEN}")
