@@ -319,10 +319,9 @@ KILLS = [
     (NEW, {"kill": "update", "step": 6}, 4, False),
     # resumed at 4; right after the step-8 save committed (config.json.next), nothing renamed
     (RESUME, {"kill": "save", "step": 8, "onto": "config.json.next", "nth": 1}, 8, True),
-    # resumed at 8; rolling the pending step-8 save forward, after its second rename
-    (RESUME, {"kill": "save", "step": 12, "onto": "ema.safetensors", "nth": 1}, 8, True),
-    # resumed at 8; the roll forward finishes (1st rename onto optimizer.safetensors), then
-    # step 12's own save is killed between its renames (the 2nd)
+    # resumed at 8; the step-12 save rolls the pending step-8 save forward (its renames
+    # include the 1st onto optimizer.safetensors), then is killed between its own renames
+    # (the 2nd). (Kills inside a roll forward: the in-process test above, every boundary.)
     (RESUME, {"kill": "save", "step": 12, "onto": "optimizer.safetensors", "nth": 2}, 12, True),
 ]
 
