@@ -3,8 +3,8 @@
 Knows about tensors, time, vector fields, noise and tolerances; nothing about diffusion.
 """
 from .counting import CountingFunction
-from .errors import (MaxStepsError, NonFiniteStateError, SolverError, check_finite_result,
-                     naming_solver)
+from .errors import (DivergedStateError, MaxStepsError, NonFiniteStateError, SolverError,
+                     check_finite_result, naming_solver)
 from .loop import integrate
 from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise
 from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
@@ -19,6 +19,7 @@ __all__ = [
     "AdaptiveMethod",
     "ButcherTableau",
     "CountingFunction",
+    "DivergedStateError",
     "FIXED_ODE_METHODS",
     "FIXED_SDE_METHODS",
     "GaussianNoise",

@@ -74,6 +74,31 @@ class NonFiniteStateError(SolverError):
         return (type(self), (self.step, self.t, self.what), self.__dict__)
 
 
+class DivergedStateError(NonFiniteStateError):
+    """A fixed-grid solve's state grew beyond its bound (``max_abs``): still finite, but
+    the scheme has left its stability region (too few steps for a stiff field) or the
+    field blows up; continuing would return meaningless numbers or overflow.
+
+    Attributes:
+        step, t: as for :class:`NonFiniteStateError`.
+        peak: the largest |entry| of the state after that step.
+        limit: the bound it exceeded.
+    """
+
+    def __init__(self, step: int, t: float, peak: float, limit: float) -> None:
+        self.step, self.t = int(step), float(t)
+        self.peak, self.limit = float(peak), float(limit)
+        self.what = f"max |x| = {self.peak:.3g} > max_abs = {self.limit:g}"
+        SolverError.__init__(
+            self, f"the state diverged at step {self.step} (t={self.t:.6g}): {self.what}; "
+                  f"the scheme is unstable at this step size (a stiff or exploding score): "
+                  f"use more steps, an adaptive or implicit solver (e.g. solver='ode', "
+                  f"method='Radau'), or check the score network at this time")
+
+    def __reduce__(self):
+        return (type(self), (self.step, self.t, self.peak, self.limit), self.__dict__)
+
+
 class MaxStepsError(SolverError):
     """An adaptive solve used up its step budget before reaching the end time.
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import NonFiniteStateError
+from .errors import DivergedStateError, NonFiniteStateError
 from .noise import Noise
 from .result import Solution
 from .validation import TimeLike, check_tensor, check_time_grid
@@ -22,6 +22,10 @@ from .validation import TimeLike, check_tensor, check_time_grid
 Step = Callable[[Tensor, Tensor, Tensor, Optional[Noise]], Tensor]
 #: ``callback(step, t, x)`` called after each step with the step index (1-based), the new time.
 Callback = Callable[[int, float, Tensor], None]
+
+#: Default bound on max |x| of a fixed-grid solve (see :func:`integrate`): far above any
+#: diffusion state (data scale, or a VE prior of std sigma_max), far below float32's 3e38.
+MAX_ABS = 1e30
 
 
 def integrate(
@@ -34,6 +38,7 @@ def integrate(
     progress: bool = False,
     save_trajectory: bool = False,
     desc: Optional[str] = None,
+    max_abs: Optional[float] = MAX_ABS,
 ) -> Solution:
     """Apply ``step`` over consecutive pairs of ``ts``.
 
@@ -47,14 +52,18 @@ def integrate(
         save_trajectory: keep every state: ``Solution.ts`` is ``[n]`` and ``Solution.xs``
             is ``[n, batch, *dims]`` with ``xs[0] = x0``.
         desc: label of the progress bar.
+        max_abs: a state with an entry beyond this magnitude has diverged (a fixed-step
+            scheme outside its stability region, or a field that blows up): the solve
+            stops with :class:`DivergedStateError` instead of returning finite garbage.
+            ``None`` turns the bound off (NaN/inf are still errors).
 
     Returns:
         :class:`Solution` with the state at ``ts[-1]`` and ``stats = {"steps": n - 1}``;
         callers that know the vector field add ``nfe``.
 
     Raises:
-        NonFiniteStateError: the state became NaN/inf; names the step and its end time.
-            On an accelerator (without callback or save_trajectory) the check is read
+        NonFiniteStateError: the state became NaN/inf (:class:`DivergedStateError`:
+            exceeded ``max_abs``); names the step and its end time. On an accelerator (without callback or save_trajectory) the check is read
             every 16 steps, so up to 15 more steps may run before it is raised; it still
             names the first step whose state was not finite.
     """
@@ -62,14 +71,14 @@ def integrate(
     ts_cpu, ts_dev = check_time_grid("ts", ts, x0)
     n_steps = ts_cpu.numel() - 1
     states: List[Tensor] = [x0] if save_trajectory else []
-    # The finite check. On the CPU it runs at every step as one reduction (the state's sum
-    # is NaN/inf when an entry is; only then is the state itself checked, which tells an
-    # overflowing sum from a non-finite state). On an accelerator the per-step flags stay
-    # on the device and are read every _CHECK_EVERY steps, so that the loop does not wait
-    # for the device at each step. A callback or a saved trajectory sees every state, so
-    # those runs read the flag at every step.
+    # The state check: one reduction per step, max |x| (NaN when an entry is NaN), held
+    # against max_abs. On the CPU it is read at every step. On an accelerator the per-step
+    # flags stay on the device and are read every _CHECK_EVERY steps, so that the loop does
+    # not wait for the device at each step. A callback or a saved trajectory sees every
+    # state, so those runs read the flag at every step.
     on_cpu = x0.device.type == "cpu"
     every = 1 if (on_cpu or callback is not None or save_trajectory) else _CHECK_EVERY
+    limit = math.inf if max_abs is None else float(max_abs)
     flags: List[Tensor] = []
     x = x0
     with tqdm(total=n_steps, desc=desc, disable=not progress) as bar:
@@ -79,14 +88,13 @@ def integrate(
                 raise ValueError(
                     f"step {i} returned shape {tuple(x.shape)} for a state of shape {tuple(x0.shape)}"
                 )
+            peak = torch.linalg.vector_norm(x, math.inf, dtype=_sum_dtype(x))
             if on_cpu:
-                if not math.isfinite(x.sum(dtype=_sum_dtype(x)).item()) \
-                        and not bool(torch.isfinite(x).all()):
-                    raise NonFiniteStateError(step=i, t=ts_cpu[i].item())
+                _check_peak(peak.item(), limit, i, ts_cpu)
             else:
-                flags.append(torch.isfinite(x).all())
+                flags.append(peak <= limit)
                 if len(flags) == every or i == n_steps:
-                    _raise_first_non_finite(flags, i, ts_cpu)
+                    _raise_first_bad(flags, i, ts_cpu, limit)
                     flags = []
             if save_trajectory:
                 states.append(x)
@@ -107,11 +115,22 @@ def _sum_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
-def _raise_first_non_finite(flags: List[Tensor], last: int, ts_cpu: Tensor) -> None:
+def _check_peak(peak: float, limit: float, i: int, ts_cpu: Tensor) -> None:
+    """Raise for step ``i`` when max |x| = ``peak`` is NaN, inf or beyond ``limit``."""
+    if peak <= limit:
+        return
+    if not math.isfinite(peak):
+        raise NonFiniteStateError(step=i, t=ts_cpu[i].item())
+    raise DivergedStateError(step=i, t=ts_cpu[i].item(), peak=peak, limit=limit)
+
+
+def _raise_first_bad(flags: List[Tensor], last: int, ts_cpu: Tensor, limit: float) -> None:
     """Raise NonFiniteStateError for the first of the steps last - len(flags) + 1 .. last
-    whose flag (torch.isfinite(state).all(), on the device) is False."""
+    whose flag (max |state| <= limit, on the device) is False."""
     ok = torch.stack(flags)
     if bool(ok.all()):
         return
     i = last - len(flags) + 1 + int((~ok).nonzero()[0])
-    raise NonFiniteStateError(step=i, t=ts_cpu[i].item())
+    what = "the state became NaN/inf" + ("" if math.isinf(limit) else
+                                          f" or exceeded max_abs={limit:g}")
+    raise NonFiniteStateError(step=i, t=ts_cpu[i].item(), what=what)

@@ -123,3 +123,31 @@ def test_the_end_state_of_a_torchsde_solve_is_checked():
                         generator=torch.Generator().manual_seed(0))
     assert (info.value.step, info.value.t) == (1, 1.0)
     assert str(info.value).startswith("sdeint_torchsde(method='euler', adaptive=False): ")
+
+
+# -- the fixed-grid loop's divergence bound ------------------------------------------------------
+def _explicit_euler_on_stiff(max_abs):
+    """Forward Euler on dx/dt = -1e6 x with h = 0.1: |x| grows by 1e5 per step (unstable)."""
+    from solvers import integrate
+    x0 = torch.ones(3, 2, dtype=torch.float64)
+
+    def step(x, t0, t1, noise):
+        return x + (t1 - t0) * (-1e6 * x)
+    return integrate(step, x0, torch.linspace(0.0, 1.0, 11, dtype=torch.float64),
+                     max_abs=max_abs)
+
+
+def test_fixed_grid_loop_stops_a_diverging_state_at_max_abs():
+    with pytest.raises(solvers.DivergedStateError,
+                       match=r"diverged at step 7 \(t=0\.7\): max \|x\| = 1e\+35 > max_abs = 1e\+30") as info:
+        _explicit_euler_on_stiff(1e30)
+    assert isinstance(info.value, solvers.NonFiniteStateError)
+    assert info.value.step == 7 and info.value.peak == pytest.approx((1e5 - 1) ** 7, rel=1e-9)
+    with pytest.raises(solvers.DivergedStateError, match=r"step 2 \(t=0\.2\)"):
+        _explicit_euler_on_stiff(1e8)
+
+
+def test_fixed_grid_loop_without_a_bound_returns_what_the_scheme_computes():
+    x = _explicit_euler_on_stiff(None).x                       # (1 - 1e5)^10 ~ 1e50
+    assert torch.isfinite(x).all() and x.abs().max().item() == pytest.approx(
+        (1e5 - 1) ** 10, rel=1e-9)
