@@ -191,9 +191,6 @@ def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
     return tt.reshape(-1).expand(n) if tt.numel() == 1 else tt
 
 
-def batch_view(v: Tensor, x: Tensor) -> Tensor:
-    """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, *dims]."""
-    return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
 def first_float_parameter(score: object) -> Optional[Tensor]:

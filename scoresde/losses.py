@@ -26,7 +26,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._validation import batch_view, check_choice, check_real, check_state
+from ._shapes import batch_view
+from ._validation import check_choice, check_real, check_state
 from .sdes import SDE, DiscreteVPSDE
 
 WEIGHTINGS = ("none", "likelihood")

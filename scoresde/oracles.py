@@ -134,7 +134,7 @@ class GaussianMixture:
             tt = self._need_sde().time(t, batch=x.shape[0], like=x)
             if bool((tt == tt[0]).all()):  # one time for the whole batch: one factorization
                 tt = tt[:1]
-            alpha, std = self.sde.marginal_coeffs_(tt)  # [B] with B in {1, n}
+            alpha, std = self.sde._marginal_coeffs(tt)  # [B] with B in {1, n}
             eye = torch.eye(self.dim, **opts)
             means = alpha[:, None, None] * mu[None]
             cov_t = (alpha ** 2)[:, None, None, None] * cov[None] \

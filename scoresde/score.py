@@ -15,10 +15,14 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from ._validation import (TimeLike, batch_view, check_callable, check_choice, check_instance,
-                          check_real, check_state)
-from .dynamics import FirstCallChecked, scalar_time
+import solvers
+
+from ._shapes import batch_view, scalar_time
+from ._validation import (TimeLike, _describe, check_callable, check_choice, check_instance,
+                          check_real, check_state, first_nonfinite)
 from .sdes import DiscreteVPSDE, SDE
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction", "score")
 TIME_INPUTS = ("scaled", "t", "sigma", "index", "fractional_index")
@@ -71,7 +75,7 @@ class ScoreModel(nn.Module):
         if self.time_input == "scaled":
             return t * self.time_scale
         if self.time_input == "sigma":
-            return self.sde.marginal_coeffs_(t)[1]
+            return self.sde._marginal_coeffs(t)[1]
         return t
 
     def _output(self, x: Tensor, t: TimeLike):
@@ -85,7 +89,7 @@ class ScoreModel(nn.Module):
         if out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
                              f"got shape {tuple(out.shape)}")
-        alpha, std = self.sde.marginal_coeffs_(scalar_time(t))
+        alpha, std = self.sde._marginal_coeffs(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
     def eps(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -144,3 +148,54 @@ def score_from_eps(eps_net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
     Keyword arguments go to :class:`ScoreModel` (e.g. ``time_input``).
     """
     return ScoreModel(eps_net, sde, prediction="epsilon", **kwargs)
+
+
+# -- calling a score -----------------------------------------------------------------------
+def call_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    """Evaluate score(x, t) with t a [batch] tensor and check the result's shape."""
+    s = score(x, t)
+    if not isinstance(s, Tensor):
+        raise TypeError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, got "
+                        f"{_describe(s)} of type {type(s).__name__}")
+    if s.shape != x.shape:
+        raise ValueError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
+                         f"got shape {tuple(s.shape)}")
+    return s
+
+
+class NonFiniteScoreError(solvers.NonFiniteStateError, ValueError):
+    """The score returned NaN or inf at its first call, at the initial point of a solve.
+
+    A ``solvers.NonFiniteStateError`` (step 0, at the time of the call; named by the entry
+    point like any solver failure) and a ``ValueError``: the score given is not usable.
+    """
+
+
+class FirstCallChecked:
+    """A score whose first output is checked in full: a floating tensor shaped like x with
+    finite entries, else an error naming the score, what it returned and what is expected.
+
+    Later outputs pass unchecked here (``call_score`` checks their shape; the solvers check
+    the state for NaN/inf after every step): the finiteness check costs a host sync, which
+    is paid once per solve, not once per step.
+    """
+
+    def __init__(self, score: ScoreFn):
+        self.score = score
+        self.checked = False
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        s = call_score(self.score, x, t)
+        if not self.checked:
+            if not s.is_floating_point():
+                raise TypeError(f"score(x, t) must return a floating-point tensor like x "
+                                f"({x.dtype}), got dtype {s.dtype}")
+            found = first_nonfinite(s.detach())
+            if found is not None:
+                index, value = found
+                when = float(t.reshape(-1)[0]) if isinstance(t, Tensor) else float(t)
+                raise NonFiniteScoreError(0, when, f"score(x, t) returned {value} (entry "
+                                                   f"{list(index)}) at its first call; it must "
+                                                   f"return finite values")
+            self.checked = True
+        return s

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_int
-from ..dynamics import ScoreFn
+from ..score import ScoreFn
 from ..sdes import SDE
 from .flow import log_likelihood
 

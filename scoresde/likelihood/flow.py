@@ -24,7 +24,8 @@ import solvers
 
 from .._validation import (check_callable, check_choice, check_finite, check_instance, check_int,
                            check_matches_network, check_real, check_state)
-from ..dynamics import ScoreFn, probability_flow
+from ..dynamics import probability_flow
+from ..score import ScoreFn
 from ..sdes import SDE
 from .divergence import (PROBES, default_chunk_size, draw_probes, exact_divergence,
                          hutchinson_divergence)

@@ -9,13 +9,13 @@ from torch import Tensor
 
 import solvers
 
-from .._validation import (batch_view, check_callable, check_choice, check_finite,
-                           check_floating_dtype, check_instance, check_int,
-                           check_matches_network, check_real, check_shape, check_state,
-                           first_float_parameter, same_device)
-from ..dynamics import ScoreFn, batch_time, call_score, probability_flow, reverse_sde
+from .._shapes import batch_time, batch_view
+from .._validation import (check_callable, check_choice, check_finite, check_floating_dtype,
+                           check_instance, check_int, check_matches_network, check_real,
+                           check_shape, check_state, first_float_parameter, same_device)
+from ..dynamics import probability_flow, reverse_sde
 from ..grids import GRIDS, index_grid, noise_ratio, time_from_noise_ratio, time_grid
-from ..score import unchecked
+from ..score import ScoreFn, call_score, unchecked
 from ..sdes import SDE, DiscreteVPSDE, VPTypeSDE
 from . import dpm_solver, karras, updates
 from .correctors import CORRECTORS
@@ -405,7 +405,7 @@ def tweedie_denoise(score: ScoreFn, sde: SDE, x: Tensor, t: float) -> Tensor:
     """Tweedie's formula E[x_0 | x_t] = (x_t + std^2 score(x_t, t))/alpha (Efron 2011;
     Song et al. 2021, App. G), one score evaluation."""
     tb = sde.time(t, batch=x.shape[0], like=x)
-    alpha, std = sde.marginal_coeffs_(tb)
+    alpha, std = sde._marginal_coeffs(tb)
     return (x + batch_view(std ** 2, x) * call_score(score, x, tb)) / batch_view(alpha, x)
 
 

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, call_score
+from .._shapes import batch_view
+from ..score import ScoreFn, call_score
 from ..sdes import SDE
 
 Draw = Callable[[Tensor], Tensor]
@@ -24,7 +24,7 @@ def _langevin_alpha(sde: SDE, t: Tensor) -> Tensor:
     """alpha_i of Song et al. 2021, Alg. 5: 1 - beta_i for the step of length T/N ending at t
     (= (alpha(t)/alpha(t - T/N))^2; 1 for the VESDE, Alg. 4)."""
     s = (t - sde.T / sde.N).clamp(min=0.0)
-    return (sde.marginal_coeffs_(t)[0] / sde.marginal_coeffs_(s)[0]) ** 2
+    return (sde._marginal_coeffs(t)[0] / sde._marginal_coeffs(s)[0]) ** 2
 
 
 def _batch_norm(v: Tensor) -> Tensor:
@@ -48,7 +48,7 @@ def annealed_langevin(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, snr: float
     step = 2 alpha (snr std(t))^2, x <- x + step score + sqrt(2 step) z."""
     grad = call_score(score, x, t)
     z = draw(x)
-    std = sde.marginal_coeffs_(t)[1]
+    std = sde._marginal_coeffs(t)[1]
     step = batch_view(2.0 * _langevin_alpha(sde, t) * (snr * std) ** 2, x)
     return x + step * grad + torch.sqrt(2.0 * step) * z
 

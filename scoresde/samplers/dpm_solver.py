@@ -14,14 +14,13 @@ network then receives the rounded or fractional index of each intermediate time)
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, List, Tuple
 
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
+from .._shapes import batch_time, batch_view, scalar_time
+from ..score import ScoreFn, call_score
 from ..sdes import SDE
 
 
@@ -37,7 +36,7 @@ class _Model:
         self.sde, self.score = sde, score
 
     def coeffs(self, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        alpha, std = self.sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
+        alpha, std = self.sde._marginal_coeffs(scalar_time(batch_time(t, x)))
         return batch_view(alpha, x), batch_view(std, x), batch_view(torch.log(alpha / std), x)
 
     def eps(self, x: Tensor, t: Tensor, std: Tensor) -> Tensor:

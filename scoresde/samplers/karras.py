@@ -17,8 +17,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
+from .._shapes import batch_time, batch_view, scalar_time
+from ..score import ScoreFn, call_score
 from ..sdes import SDE
 
 
@@ -43,7 +43,7 @@ def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float,
     start: list = []  # coefficients of t_{i+1}, the next step's start time
 
     def coeffs(t: Tensor, x: Tensor):
-        alpha, std = sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
+        alpha, std = sde._marginal_coeffs(scalar_time(batch_time(t, x)))
         return batch_view(alpha, x), batch_view(std / alpha, x), batch_view(std ** 2, x)
 
     def denoise(xs: Tensor, t: Tensor, alpha: Tensor, std2: Tensor) -> Tensor:

@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, call_score, scalar_time
+from .._shapes import batch_view, scalar_time
+from ..score import ScoreFn, call_score
 from ..sdes import SDE, VESDE, VPTypeSDE
 
 Update = Tuple[Tensor, Optional[Tensor]]
@@ -47,7 +47,7 @@ def ancestral(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, s: Tensor) -> Upda
     sc = call_score(score, x, t)
     t, s = scalar_time(t), scalar_time(s)
     if isinstance(sde, VPTypeSDE):
-        beta = batch_view(-torch.expm1(2.0 * (sde.log_alpha_(t) - sde.log_alpha_(s))), x)
+        beta = batch_view(-torch.expm1(2.0 * (sde._log_alpha(t) - sde._log_alpha(s))), x)
         return (x + beta * sc) / torch.sqrt(1.0 - beta), torch.sqrt(beta)
     if isinstance(sde, VESDE):
         var_t, var_s = sde.sigma(t) ** 2, sde.sigma(s) ** 2
@@ -73,7 +73,7 @@ def ddim(sde: VPTypeSDE, score: ScoreFn, x: Tensor, t: Tensor, s: Tensor,
     """
     if not isinstance(sde, VPTypeSDE):
         raise TypeError(f"DDIM is defined for VP-type SDEs, not {type(sde).__name__}")
-    log_a_t, log_a_s = sde.log_alpha_(scalar_time(t)), sde.log_alpha_(scalar_time(s))
+    log_a_t, log_a_s = sde._log_alpha(scalar_time(t)), sde._log_alpha(scalar_time(s))
     abar_t, abar_s = batch_view(torch.exp(2 * log_a_t), x), batch_view(torch.exp(2 * log_a_s), x)
     std_t = torch.sqrt(1.0 - abar_t)
     eps = -std_t * call_score(score, x, t)

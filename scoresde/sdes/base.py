@@ -17,8 +17,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._validation import (TimeLike, batch_view, check_int, check_real, check_shape, check_state,
-                           check_time)
+from .._shapes import batch_view
+from .._validation import (TimeLike, check_int, check_real, check_shape, check_state, check_time)
 
 
 class SDE(abc.ABC):
@@ -40,7 +40,7 @@ class SDE(abc.ABC):
         """(f(t), g(t)), each [batch], for a validated [batch] time tensor."""
 
     @abc.abstractmethod
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         """(alpha(t), std(t)), each [batch], for a validated [batch] time tensor."""
 
     @property
@@ -67,13 +67,13 @@ class SDE(abc.ABC):
 
     def marginal_coeffs(self, t: TimeLike) -> Tuple[Tensor, Tensor]:
         """(alpha(t), std(t)), each [batch]: x_t = alpha x_0 + std z, z ~ N(0, I)."""
-        return self.marginal_coeffs_(self.time(t))
+        return self._marginal_coeffs(self.time(t))
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> Tuple[Tensor, Tensor]:
         """Mean (shaped like x0) and std ([batch]) of the transition x_t | x_0."""
         check_state("x0", x0)
         t = self.time(t, batch=x0.shape[0], like=x0)
-        alpha, std = self.marginal_coeffs_(t)
+        alpha, std = self._marginal_coeffs(t)
         return batch_view(alpha, x0) * x0, std
 
     def log_snr(self, t: TimeLike) -> Tensor:
@@ -127,8 +127,8 @@ class SDE(abc.ABC):
         else:
             dt = check_real("dt", dt, positive=True)
         s = (t - dt).clamp(min=0.0)
-        alpha_t, std_t = self.marginal_coeffs_(t)
-        alpha_s, std_s = self.marginal_coeffs_(s)
+        alpha_t, std_t = self._marginal_coeffs(t)
+        alpha_s, std_s = self._marginal_coeffs(s)
         a = alpha_t / alpha_s
         G2 = (std_t ** 2 - a ** 2 * std_s ** 2).clamp(min=0.0)
         return batch_view(a - 1.0, x) * x, torch.sqrt(G2)
@@ -147,26 +147,26 @@ class VPTypeSDE(SDE):
     """
 
     @abc.abstractmethod
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         """log alpha(t) = (1/2) log alphabar(t) for a validated [batch] tensor."""
 
     @abc.abstractmethod
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         """beta(t) for a validated [batch] tensor."""
 
     def beta(self, t: TimeLike) -> Tensor:
         """The noise rate beta(t), [batch]."""
-        return self.beta_(self.time(t))
+        return self._beta(self.time(t))
 
     def alphas_cumprod(self, t: TimeLike) -> Tensor:
         """alphabar(t) = alpha(t)^2, [batch]; DDPM's cumulative product of (1 - beta_i)."""
-        return torch.exp(2.0 * self.log_alpha_(self.time(t)))
+        return torch.exp(2.0 * self._log_alpha(self.time(t)))
 
     def coefficients(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        beta = self.beta_(t)
+        beta = self._beta(t)
         return -0.5 * beta, torch.sqrt(beta)
 
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        log_alpha = self.log_alpha_(t)
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        log_alpha = self._log_alpha(t)
         # std = sqrt(1 - alphabar), with expm1 for accuracy as t -> 0.
         return torch.exp(log_alpha), torch.sqrt((-torch.expm1(2.0 * log_alpha)).clamp(min=0.0))

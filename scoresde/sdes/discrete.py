@@ -161,9 +161,9 @@ class DiscreteVPSDE(VPTypeSDE):
         return ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * d0
                 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * d1)
 
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         return 0.5 * self._hermite(t, derivative=False)
 
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         # beta(t) = -d/dt log alphabar(t) = -N d/du log alphabar
         return (-self.N * self._hermite(t, derivative=True)).clamp(min=0.0)

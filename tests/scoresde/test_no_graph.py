@@ -134,7 +134,7 @@ def _gaussian_score(mean: float, var: float, sde):
     """The exact score of x_0 ~ N(mean, var I) under ``sde``: elementwise, so every sample
     is computed the same way whatever the batch (bitwise batch-invariant)."""
     def score(x, t):
-        alpha, std = sde.marginal_coeffs_(t)
+        alpha, std = sde._marginal_coeffs(t)
         a, s = alpha[:, None], std[:, None]
         return -(x - a * mean) / (a ** 2 * var + s ** 2)
     return score
