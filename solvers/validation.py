@@ -55,6 +55,23 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (step counts, corrector moves), returned as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    """One of ``allowed`` (names of methods, norms, ...), listing them if not."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of "
+                         f"{', '.join(repr(a) for a in allowed)}")
+    return value
+
+
 def check_time_grid(name: str, ts: TimeLike, like: Tensor) -> Tuple[Tensor, Tensor]:
     """Validate a grid of times and return it on the CPU and on ``like``'s device.
 
