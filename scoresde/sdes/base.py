@@ -126,6 +126,11 @@ class SDE(abc.ABC):
                 raise ValueError(f"dt must be > 0, got {dt.min().item()}")
         else:
             dt = check_real("dt", dt, positive=True)
+        return self._discretize(x, t, dt)
+
+    def _discretize(self, x: Tensor, t: Tensor, dt: Union[float, Tensor]
+                    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`discretize` for a validated [batch] (or [1]) time t and step dt > 0."""
         s = (t - dt).clamp(min=0.0)
         alpha_t, std_t = self._marginal_coeffs(t)
         alpha_s, std_s = self._marginal_coeffs(s)
