@@ -50,6 +50,15 @@ def check_instance(name: str, value: object, types, what: str) -> Any:
     return value
 
 
+def check_score_and_sde(score: object, sde: object, *, name: str = "score") -> None:
+    """Check the (score, sde) pair an entry point takes: ``score`` callable as
+    ``score(x, t)`` (``name`` is the argument's name, e.g. "net" for ScoreModel) and
+    ``sde`` a scoresde SDE."""
+    from .sdes.base import SDE
+    check_callable(name, score, f"{name}(x, t)")
+    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+
+
 def check_real(name: str, value: object, *, positive: bool = False,
                nonnegative: bool = False, finite: bool = True) -> float:
     """Return ``value`` as a float after checking it is a real number with the given sign."""
