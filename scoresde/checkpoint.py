@@ -83,6 +83,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._validation import check_instance
 from .nets import NETS, build_net
 from .score import ScoreModel
 from .sdes import SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE
@@ -380,8 +381,7 @@ def save_checkpoint(directory: str, model, sde: Optional[SDE] = None, *,
         if sde is None:
             raise ValueError("sde is required when model is a bare network")
         model_info = {"prediction": "epsilon", "time_input": None, "time_scale": 999.0}
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE, got {type(sde).__name__}")
+    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
     os.makedirs(directory, exist_ok=True)
 
     sde_record, state_tensors = sde_to_json(sde)

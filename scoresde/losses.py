@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._shapes import batch_view
-from ._validation import check_choice, check_real, check_state
+from ._validation import check_choice, check_real, check_score_and_sde, check_state
 from .sdes import SDE, DiscreteVPSDE
 
 WEIGHTINGS = ("none", "likelihood")
@@ -68,12 +68,7 @@ def _reduce(per_example: Tensor, reduce: str) -> Tensor:
 
 
 def _check_common(model, sde, x0, reduce) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a ScoreModel (or a callable score model(x, t)), got "
-                        f"{type(model).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE (VPSDE, VESDE, ...), got "
-                        f"{type(sde).__name__}")
+    check_score_and_sde(model, sde, name="model")
     check_state("x0", x0, min_dim=2)
     check_choice("reduce", reduce, REDUCTIONS)
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_instance, check_int, check_score_and_sde
 from ..score import ScoreFn
 from ..sdes import SDE
 from .flow import log_likelihood
@@ -134,9 +134,9 @@ def bits_per_dim(score: ScoreFn, sde: SDE, x: Tensor, *, data_range: str = "[-1,
     Returns:
         BitsPerDimResult with per-sample bpd, their mean and standard error, and the NFE.
     """
+    check_score_and_sde(score, sde)
     check_choice("data_range", data_range, tuple(DATA_RANGES))
-    if not isinstance(dequantize, bool):
-        raise TypeError(f"dequantize must be True or False, got {dequantize!r}")
+    check_instance("dequantize", dequantize, bool, "True or False")
     if batch_size is not None:
         check_int("batch_size", batch_size, minimum=1)
     levels = _as_levels(x, dtype)

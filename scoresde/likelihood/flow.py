@@ -22,8 +22,8 @@ from torch import Tensor
 
 import solvers
 
-from .._validation import (check_callable, check_choice, check_finite, check_instance, check_int,
-                           check_matches_network, check_real, check_state)
+from .._validation import (check_choice, check_finite, check_instance, check_int,
+                           check_matches_network, check_real, check_score_and_sde, check_state)
 from ..dynamics import probability_flow
 from ..score import ScoreFn
 from ..sdes import SDE
@@ -63,8 +63,7 @@ class LikelihoodResult:
 
 def _check_common(score: ScoreFn, sde: SDE, x: Tensor, name: str, *, rtol: float,
                   atol: float, eps: float, max_steps: int) -> Tuple[Tensor, float]:
-    check_callable("score", score, "score(x, t)")
-    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+    check_score_and_sde(score, sde)
     check_state(name, x, min_dim=2)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64 (the adaptive solve's tolerances "

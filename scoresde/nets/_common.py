@@ -1,13 +1,7 @@
-"""Helpers shared by the reference networks: argument checks and the time input."""
+"""What the reference networks share: the check of their time input."""
 from __future__ import annotations
 
 from torch import Tensor
-
-
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def check_time_input(t: Tensor, batch: int) -> Tensor:

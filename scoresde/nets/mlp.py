@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_positive_int, check_time_input
+from .._validation import check_int
+from ._common import check_time_input
 from .embedding import SinusoidalEmbedding
 
 
@@ -43,10 +44,10 @@ class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 64,
                  max_period: float = 10000.0):
         super().__init__()
-        self.dim = check_positive_int("dim", dim)
-        self.hidden = check_positive_int("hidden", hidden)
-        self.depth = check_positive_int("depth", depth)
-        self.time_dim = check_positive_int("time_dim", time_dim, minimum=2)
+        self.dim = check_int("dim", dim)
+        self.hidden = check_int("hidden", hidden)
+        self.depth = check_int("depth", depth)
+        self.time_dim = check_int("time_dim", time_dim, minimum=2)
         self.max_period = float(max_period)
         self.embed = SinusoidalEmbedding(time_dim, max_period)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(),

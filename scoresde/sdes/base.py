@@ -17,8 +17,61 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from solvers.validation import (_describe, _got, check_int, check_real, check_shape, check_state,
+                                is_real_number)
+
 from .._shapes import batch_view
-from .._validation import (TimeLike, check_int, check_real, check_shape, check_state, check_time)
+
+#: A time argument: a float or a [batch] tensor in [0, T].
+TimeLike = Union[float, int, Tensor]
+
+# Times computed in float32 (e.g. a linspace ending at T) may overshoot [0, T] by a few
+# ulps; such values are accepted and clamped. Anything further out is an error.
+_TIME_SLACK = 1e-6
+
+
+def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
+               like: Optional[Tensor] = None, name: str = "t") -> Tensor:
+    """Validate a time argument in [0, T] and return it as a [batch] tensor (``SDE.time``).
+
+    Args:
+        t: a float, a 0-d tensor or a [batch] tensor of times in [0, T].
+        T: the end time of the SDE.
+        batch: the batch size to broadcast to (None: keep t's own length, 1 for scalars).
+        like: a tensor whose dtype and device the result takes (default: t's own, or
+            torch's default dtype on the CPU for Python numbers).
+        name: the argument name used in error messages.
+
+    Returns:
+        A floating [batch] tensor.
+    """
+    dtype = like.dtype if like is not None and like.is_floating_point() else None
+    device = like.device if like is not None else None
+    if isinstance(t, Tensor):
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
+        tt = t.to(dtype=dtype or (t.dtype if t.is_floating_point()
+                                  else torch.get_default_dtype()), device=device)
+    elif is_real_number(t):
+        tt = torch.tensor(float(t), dtype=dtype or torch.get_default_dtype(), device=device)
+    else:
+        raise TypeError(f"{name} must be a float or a [batch] tensor, {_got(t)}")
+    if tt.dim() > 1:
+        raise ValueError(f"{name} must be a float or a 1-D [batch] tensor, got shape "
+                         f"{tuple(tt.shape)}")
+    if tt.dim() == 1 and batch is not None and tt.shape[0] not in (batch, 1):
+        raise ValueError(f"{name} has shape {tuple(tt.shape)} but the state has batch "
+                         f"size {batch}; pass a float or a tensor of shape [{batch}]")
+    if torch.isnan(tt).any():
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got {_describe(t)}"
+                         + (", which contains NaN" if isinstance(t, Tensor) else ""))
+    slack = _TIME_SLACK * max(T, 1.0)
+    if (tt < -slack).any() or (tt > T + slack).any():
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got "
+                         f"{_describe(t)} (min {tt.min().item():g}, max {tt.max().item():g})")
+    tt = tt.clamp(0.0, T)
+    n = batch if batch is not None else (tt.shape[0] if tt.dim() == 1 else 1)
+    return tt.reshape(-1).expand(n) if tt.numel() == 1 else tt
 
 
 class SDE(abc.ABC):

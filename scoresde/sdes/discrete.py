@@ -21,8 +21,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .._validation import TimeLike, _got, check_int, check_real
-from .base import VPTypeSDE
+from solvers.validation import _got, check_int, check_real
+
+from .base import TimeLike, VPTypeSDE
 
 
 def _pchip_slopes(y: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_real
+from solvers.validation import check_real
+
 from .base import SDE
 
 

@@ -6,7 +6,8 @@ import math
 import torch
 from torch import Tensor
 
-from .._validation import check_real
+from solvers.validation import check_real
+
 from .base import VPTypeSDE
 
 
