@@ -86,7 +86,7 @@ from torch import Tensor, nn
 from ._validation import check_instance
 from .nets import NETS, build_net
 from .score import ScoreModel
-from .sdes import SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE
+from .sdes import SDE, SDES, DiscreteVPSDE
 
 FORMAT = "scoresde-checkpoint"
 VERSION = 1
@@ -99,7 +99,6 @@ TENSOR_FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
 NEXT = ".next"                          # suffix of a save's new files until they are renamed
 PENDING_CONFIG_FILE = CONFIG_FILE + NEXT  # the commit record of a save not yet finished
 
-SDES = {cls.__name__: cls for cls in (VPSDE, SubVPSDE, VESDE, CosineVPSDE, DiscreteVPSDE)}
 _DTYPES = {str(d).replace("torch.", ""): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 

@@ -359,3 +359,23 @@ def test_discrete_between_knots_is_continuous_and_consistent(build_sde, close):
     e = 1e-10
     close(sde.alphas_cumprod(knots + e), sde.alphas_cumprod(knots - e), 1e-8, 0,
           "alphabar continuity at knots")
+
+
+def test_sde_registry_covers_every_schedule():
+    """One table names every concrete SDE class (checkpoints) and its command-line short
+    name; build_sde gives the documented defaults."""
+    import scoresde.sdes as sdes
+    from scoresde.sdes import SDE, SDE_TABLE, SDES, SHORT_NAMES, build_sde
+
+    concrete = {obj for obj in vars(sdes).values() if isinstance(obj, type)
+                and issubclass(obj, SDE) and not getattr(obj, "__abstractmethods__", None)}
+    assert set(SDES.values()) == concrete
+    assert list(SHORT_NAMES) == ["vp", "subvp", "ve", "cosine", "ddpm"]
+    assert len({e.cls for e in SDE_TABLE}) == len(SDE_TABLE)
+    assert build_sde("vp").config() == VPSDE(0.1, 20.0).config()
+    assert torch.equal(build_sde("ddpm").betas, DiscreteVPSDE.linear(1000).betas)
+    assert build_sde("ve", sigma_max=3.0).config()["sigma_max"] == 3.0
+    with pytest.raises(TypeError, match="sigma_max"):
+        build_sde("ve")
+    with pytest.raises(ValueError, match="'vpx'.*vp, subvp"):
+        build_sde("vpx")
