@@ -6,7 +6,8 @@ Every SDE here is linear with scalar coefficients,
 
 so that x_t | x_0 ~ N(alpha(t) x_0, std(t)^2 I). A subclass gives two things: the
 coefficients (f, g) and the marginal coefficients (alpha, std); every other method
-(drift/diffusion, marginals, prior, exact discretization, log-SNR) is written once here.
+(drift/diffusion, marginals, prior, exact discretization, log-SNR and its half
+lambda = log(alpha/std)) is written once here.
 """
 from __future__ import annotations
 
@@ -130,9 +131,20 @@ class SDE(abc.ABC):
         return batch_view(alpha, x0) * x0, std
 
     def log_snr(self, t: TimeLike) -> Tensor:
-        """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021)."""
+        """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021);
+        log_snr = 2 lambda with lambda = :meth:`half_log_snr`."""
         alpha, std = self.marginal_coeffs(t)
         return 2.0 * (torch.log(alpha) - torch.log(std))
+
+    def half_log_snr(self, t: TimeLike) -> Tensor:
+        """lambda(t) = log(alpha / std) = log_snr / 2, [batch]: DPM-Solver's time variable
+        (Lu et al. 2022, Sec. 3.1); +inf where std = 0 (t = 0 of the VP schedules)."""
+        return self._half_log_snr(self.time(t))
+
+    def _half_log_snr(self, t: Tensor) -> Tensor:
+        """:meth:`half_log_snr` for a validated [batch] time tensor."""
+        alpha, std = self._marginal_coeffs(t)
+        return torch.log(alpha / std)
 
     def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                        dtype: Optional[torch.dtype] = None,

@@ -379,3 +379,17 @@ def test_sde_registry_covers_every_schedule():
         build_sde("ve")
     with pytest.raises(ValueError, match="'vpx'.*vp, subvp"):
         build_sde("vpx")
+
+
+def test_half_log_snr_is_half_the_log_snr(build_sde, sde_name):
+    """lambda(t) = log(alpha/std) (DPM-Solver's variable) is log_snr / 2, computed from the
+    marginal coefficients exactly as torch.log(alpha / std)."""
+    sde = build_sde(sde_name)
+    t = torch.tensor([1e-3, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    lam = sde.half_log_snr(t)
+    alpha, std = sde.marginal_coeffs(t)
+    assert torch.equal(lam, torch.log(alpha / std))
+    assert torch.allclose(2.0 * lam, sde.log_snr(t), rtol=1e-12, atol=1e-12)
+    assert sde.half_log_snr(0.5).shape == (1,)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        sde.half_log_snr(1.5)
