@@ -69,9 +69,9 @@ class ScoreModel(nn.Module):
     def network_time(self, t: Tensor) -> Tensor:
         """The [batch] time input the network receives for validated times t."""
         if self.time_input == "index":
-            return torch.round(t * self.sde.N - 1.0).clamp(0, self.sde.N - 1).long()
+            return self.sde._index(t)
         if self.time_input == "fractional_index":
-            return (t * self.sde.N - 1.0).clamp(min=0.0)
+            return self.sde._fractional_index(t)
         if self.time_input == "scaled":
             return t * self.time_scale
         if self.time_input == "sigma":

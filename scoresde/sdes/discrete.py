@@ -137,8 +137,17 @@ class DiscreteVPSDE(VPTypeSDE):
 
     def time_to_index(self, t: TimeLike) -> Tensor:
         """Nearest DDPM index round(t N - 1), clamped to {0..N-1}, as torch.long."""
-        t = self.time(t)
+        return self._index(self.time(t))
+
+    def _index(self, t: Tensor) -> Tensor:
+        """:meth:`time_to_index` for a validated [batch] time tensor (what a network trained
+        on integer timesteps receives)."""
         return torch.round(t * self.N - 1.0).clamp(0, self.N - 1).long()
+
+    def _fractional_index(self, t: Tensor) -> Tensor:
+        """The index as a float, t N - 1 clamped at 0 (index i at t_i = (i + 1)/N), for a
+        validated [batch] time tensor."""
+        return (t * self.N - 1.0).clamp(min=0.0)
 
     # -- the interpolated schedule ----------------------------------------------------
     def _table(self, like: Tensor):
