@@ -67,15 +67,6 @@ def positive_real(text: str) -> float:
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-# -- statistics --------------------------------------------------------------------------------
-def mean_stderr(values: Tensor) -> Tuple[float, float]:
-    """(mean, std(ddof=1)/sqrt(n)) of a 1-D tensor; the standard error is NaN for n = 1."""
-    values = values.detach().to(torch.float64).reshape(-1)
-    n = values.numel()
-    se = float(values.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return float(values.mean()), se
-
-
 # -- run directories ---------------------------------------------------------------------------
 @dataclass
 class Run:

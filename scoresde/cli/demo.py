@@ -17,8 +17,9 @@ import time
 import torch
 
 import scoresde as sd
+from scoresde._stats import mean_stderr
 
-from ._common import mean_stderr, plot_points, positive_int
+from ._common import plot_points, positive_int
 
 DEMO_CONFIG = {
     "data": "gmm",                                   # the 8-Gaussian mixture (exact density)

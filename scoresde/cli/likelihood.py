@@ -19,9 +19,10 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
+from scoresde._stats import mean_stderr
 from scoresde.likelihood import PROBES, TRACES
 
-from ._common import Run, _Fail, integer, load_run, mean_stderr, positive_int, real
+from ._common import Run, _Fail, integer, load_run, positive_int, real
 
 # log_likelihood's own defaults, shown in --help and in the output (one source of truth).
 LL_DEFAULTS: Dict[str, Any] = {

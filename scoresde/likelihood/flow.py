@@ -13,7 +13,6 @@ n_probes for Hutchinson, one column per probe along the same trajectory).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -24,6 +23,7 @@ import solvers
 
 from .._validation import (check_choice, check_finite, check_instance, check_int,
                            check_matches_network, check_real, check_score_and_sde, check_state)
+from .._stats import standard_error
 from ..dynamics import probability_flow
 from ..score import ScoreFn
 from ..sdes import SDE
@@ -187,8 +187,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         logp = per_probe.mean(1)
         stderr = None
         if trace == "hutchinson":
-            stderr = (per_probe.std(1, unbiased=True) / math.sqrt(n_probes) if n_probes > 1
-                      else torch.full_like(logp, float("nan")))
+            stderr = standard_error(per_probe, dim=1)
     stats = {**sol.stats, **stats_extra, "nfe": counted.calls}
     return LikelihoodResult(logp=logp, prior_logp=prior, delta_logp=delta.mean(1), z=z,
                             nfe=counted.calls, stats=stats, stderr=stderr,
