@@ -19,7 +19,8 @@ import torch
 import scoresde as sd
 from scoresde._stats import mean_stderr
 
-from ._common import plot_points, positive_int
+from .arguments import positive_int
+from .plots import plot_points
 
 DEMO_CONFIG = {
     "data": "gmm",                                   # the 8-Gaussian mixture (exact density)

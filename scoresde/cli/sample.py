@@ -20,8 +20,10 @@ import torch
 import scoresde as sd
 from scoresde.samplers.api import SOLVERS
 
-from ._common import (_Fail, check_picture_path, check_writable, integer, load_run,
-                      plot_images, plot_points, positive_int, real, save_tensor)
+from .arguments import integer, positive_int, real
+from .errors import _Fail
+from .plots import check_picture_path, plot_images, plot_points
+from .runs import check_writable, load_run, save_tensor
 
 SAMPLE_SUFFIXES = (".npy", ".pt")
 

@@ -26,7 +26,8 @@ from scoresde.losses import LOSSES, WEIGHTINGS
 from scoresde.sdes import SDE_TABLE, SHORT_NAMES, build_sde
 from scoresde.training import LR_SCHEDULES
 
-from ._common import DTYPES, _Fail, nonnegative_int, positive_int, positive_real
+from .arguments import DTYPES, nonnegative_int, positive_int, positive_real
+from .errors import _Fail
 
 NET_NAMES = ("mlp", "unet")
 
