@@ -508,15 +508,6 @@ def _current_record(directory: str) -> Tuple[Dict[str, Any], str, bool]:
                           f"not a scoresde checkpoint directory")
 
 
-def read_config(directory: str) -> Dict[str, Any]:
-    """Parse and check a checkpoint's config.json (raises CheckpointError).
-
-    Tuples and torch dtypes stored by ``save_checkpoint`` come back as such. When a save was
-    killed after committing, this is its record (``config.json.next``).
-    """
-    return _current_record(os.fspath(directory))[0]
-
-
 def _is_safetensors(blob: bytes) -> bool:
     try:
         _safetensors().load(blob)
@@ -657,4 +648,4 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
 
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-           "read_config", "has_checkpoint", "sde_to_json", "sde_from_json", "SDES"]
+           "has_checkpoint", "sde_to_json", "sde_from_json", "SDES"]
