@@ -255,7 +255,7 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
     dev = _draw_device(generator, x0)
     i = torch.randint(0, sde.N, (b,), generator=generator, device=dev).to(x0.device)  # draw 1
     z = _normal_like(x0, generator)                                                   # draw 2
-    alphas_cumprod = torch.cumprod(1.0 - sde.betas, 0).to(x0.device)[i]   # float64
+    alphas_cumprod = sde._alphas_cumprod.to(x0.device)[i]   # float64
     sqrt_ab = batch_view(alphas_cumprod.sqrt().to(x0.dtype), x0)
     std = (1.0 - alphas_cumprod).sqrt().to(x0.dtype)
     x_i = sqrt_ab * x0 + batch_view(std, x0) * z
