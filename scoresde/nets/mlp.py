@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_int
-from ._common import check_time_input
+from ._common import check_inputs
 from .embedding import SinusoidalEmbedding
 
 
@@ -62,10 +62,7 @@ class MLP(nn.Module):
                 "time_dim": self.time_dim, "max_period": self.max_period}
 
     def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [batch, {self.dim}], got {shape}")
-        t_in = check_time_input(t_in, x.shape[0])
+        t_in = check_inputs(x, t_in, ("batch", self.dim))
         temb = self.time_mlp(self.embed(t_in, dtype=self.inp.weight.dtype))
         h = self.inp(torch.cat([x, temb], dim=1))
         for block in self.blocks:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_int, is_real_number
-from ._common import check_time_input
+from ._common import check_inputs
 from .embedding import SinusoidalEmbedding
 
 
@@ -157,10 +157,7 @@ class UNet(nn.Module):
                 "out_channels": self.out_channels, "max_period": self.max_period}
 
     def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [batch, {self.in_channels}, H, W], got {shape}")
-        t_in = check_time_input(t_in, x.shape[0])
+        t_in = check_inputs(x, t_in, ("batch", self.in_channels, "H", "W"))
         temb = self.time_mlp(self.embed(t_in, dtype=self.conv_in.weight.dtype))
 
         h = self.conv_in(x)
