@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch
 from torch import Tensor, nn
 
 import solvers
 
 from ._shapes import batch_view, scalar_time
-from ._validation import (TimeLike, _describe, check_callable, check_choice, check_instance,
-                          check_real, check_state, first_nonfinite)
+from ._validation import (TimeLike, _describe, check_choice, check_instance, check_real,
+                          check_score_and_sde, check_state, first_nonfinite)
 from .sdes import DiscreteVPSDE, SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -50,8 +49,7 @@ class ScoreModel(nn.Module):
                  prediction: str = "epsilon", time_input: Optional[str] = None,
                  time_scale: float = 999.0):
         super().__init__()
-        check_callable("net", net, "net(x, t)")
-        check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+        check_score_and_sde(net, sde, name="net")
         self.net = net
         self.sde = sde
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
