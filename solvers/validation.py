@@ -42,6 +42,11 @@ def is_real_number(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer (int, numpy integer, ...), bools excluded."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def check_real(name: str, value: object, *, positive: bool = False,
                nonnegative: bool = False, finite: bool = True,
                allowed: Optional[str] = None) -> float:
@@ -74,7 +79,7 @@ def check_int(name: str, value: object, *, minimum: int = 1,
     """Return ``value`` as an int after checking it is an integer >= ``minimum``
     (``allowed`` words the requirement of the ``ValueError``, by default "an integer >=
     {minimum}")."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer, {_got(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be {allowed or f'an integer >= {minimum}'}, got {value}")
@@ -118,7 +123,7 @@ def check_shape(name: str, shape: object) -> Tuple[int, ...]:
         raise TypeError(f"{name} must be a sequence [batch, *dims] of positive integers, "
                         f"{_got(shape)}")
     shown = tuple(shape)
-    if any(isinstance(s, bool) or not isinstance(s, Integral) for s in shape):
+    if not all(is_integer(s) for s in shape):
         raise TypeError(f"{name} must be a sequence [batch, *dims] of positive integers, got "
                         f"{shown}")
     if len(shape) < 1 or any(s < 1 for s in shape):
