@@ -100,7 +100,7 @@ class ScoreModel(nn.Module):
         out, alpha, std = self._output(x, t)
         if self.prediction == "sample":
             return out
-        return (x - std * _to_eps(self.prediction, out, x, alpha, std)) / alpha
+        return x0_from_eps(x, _to_eps(self.prediction, out, x, alpha, std), alpha, std)
 
     def forward(self, x: Tensor, t: TimeLike) -> Tensor:
         """The score grad_x log p_t(x), shaped like x."""
@@ -127,6 +127,23 @@ def unchecked(score: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Te
             and not score._forward_hooks and not score._forward_pre_hooks):
         return FirstCallChecked(score.score_unchecked)
     return FirstCallChecked(score)
+
+
+# -- conversions between parametrizations: written once here, called by every sampler -------
+def eps_from_score(score: Tensor, std: Tensor) -> Tensor:
+    """The noise prediction of a score, eps = -std score (Song et al. 2021, eq. 7)."""
+    return -std * score
+
+
+def x0_from_eps(x: Tensor, eps: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
+    """The data prediction of a noise prediction, x0 = (x - std eps)/alpha (x = alpha x0 + std eps)."""
+    return (x - std * eps) / alpha
+
+
+def x0_from_score(x: Tensor, score: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
+    """Tweedie's formula E[x0 | x_t] = (x + std^2 score)/alpha (Efron 2011; Song et al.
+    2021, App. G; EDM's denoiser D, Karras et al. 2022, eq. 3)."""
+    return (x + std ** 2 * score) / alpha
 
 
 def _to_eps(prediction: str, out: Tensor, x: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
