@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-import torch
 from torch import Tensor
 
 from .._shapes import batch_view
@@ -39,7 +38,7 @@ class Grid:
         """The grid ``ts`` (float64 [n]) on ``like``'s dtype and device, with coefficients."""
         t = ts.to(like)
         alpha, std = sde._marginal_coeffs(t)
-        return cls(ts=ts, t=t, alpha=alpha, std=std, lam=torch.log(alpha / std))
+        return cls(ts=ts, t=t, alpha=alpha, std=std, lam=sde._half_log_snr(t))
 
     def __len__(self) -> int:
         return self.t.shape[0]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import scoresde as sd
+import solvers
 from scoresde.samplers import SOLVERS, list_solvers, sample
 
 try:
@@ -408,3 +409,33 @@ def test_samples_follow_the_network_dtype_and_mismatch_is_named():
     with pytest.raises(ValueError, match=r"x_T is torch.float64 on cpu but the score "
                                          r"network's parameters are torch.float32 on cpu"):
         sd.sample(model, sde, (4, 2), solver="ddim", steps=3, dtype=torch.float64)
+
+
+def test_steps_is_the_number_of_network_evaluations_for_every_fixed_step_solver(vp):
+    """result.nfe == steps for each fixed-step sampler of the registry (without denoise),
+    for the smallest valid steps and a larger one; a steps that does not fit the sampler's
+    rule is an error naming the nearest valid values, before any evaluation."""
+    ddpm = sd.DiscreteVPSDE.linear(N=40)
+    for name, spec in SOLVERS.items():
+        if spec.adaptive:
+            continue
+        sde = ddpm if spec.requires is sd.DiscreteVPSDE else vp
+        score = unit_score if sde is ddpm else CountingScore(unit_score)
+        for steps in _valid_steps(name, spec):
+            res = sample(score, sde, SHAPE, solver=name, steps=steps, generator=_gen(0))
+            assert res.nfe == steps, f"{name}: steps={steps} made {res.nfe} evaluations"
+        if spec.steps_rule:
+            bad = _valid_steps(name, spec)[0] + 1
+            counter = CountingScore(unit_score)
+            with pytest.raises(ValueError, match=rf"steps.*{bad}.*use \d+ or \d+"):
+                sample(counter, sde, SHAPE, solver=name, steps=bad, generator=_gen(0))
+            assert counter.calls == 0
+
+
+def _valid_steps(name, spec):
+    if name == "heun_karras":
+        return [3, 9]
+    if name.startswith("ode_"):
+        n = solvers.FIXED_ODE_METHODS[name[4:]].stages
+        return [n, 5 * n]
+    return [2, 10] if name == "pc" else [1, 7]
