@@ -92,9 +92,10 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 # -- choices, callables, types ------------------------------------------------------------
-def check_choice(name: str, value: object, allowed) -> Any:
-    """Check that ``value`` is one of ``allowed`` (strings), listing them if not."""
-    if value not in allowed:
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    """Check that ``value`` is one of ``allowed`` (names of methods, norms, ...), listing
+    them if not."""
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; choose one of "
                          f"{', '.join(repr(a) for a in allowed)}")
     return value
