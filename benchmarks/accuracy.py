@@ -189,8 +189,14 @@ class Det:
     grid: str
     min_steps: int = 1
 
-    def steps_for(self, nfe: int) -> int:
+    def grid_steps(self, nfe: int) -> int:
+        """Grid steps (noise levels for k-diffusion) closest to ``nfe`` evaluations."""
         return max(self.min_steps, round((nfe - self.offset) / self.per_step))
+
+    def steps_for(self, nfe: int) -> int:
+        """scoresde's ``steps`` (network evaluations) closest to ``nfe`` that the sampler
+        can make exactly."""
+        return self.per_step * self.grid_steps(nfe) + self.offset
 
 
 OURS_DET = [
@@ -345,7 +351,7 @@ def kdiff_det(p: Problem) -> List[Tuple[Det, Callable[[int], Tuple[Tensor, int]]
     out = []
     for label, name, per, off in specs:
         spec = Det(label, name, {}, per, off, "x0", "karras", min_steps=2)
-        out.append((spec, lambda nfe, name=name, spec=spec: kdiff_run(p, name, spec.steps_for(nfe))))
+        out.append((spec, lambda nfe, name=name, spec=spec: kdiff_run(p, name, spec.grid_steps(nfe))))
     return out
 
 
@@ -431,7 +437,7 @@ def weak_rows(p: Problem, cfg: C.Config) -> Tuple[List[WeakRow], Dict[str, Tuple
         row = WeakRow(spec.label, "scoresde", spec.end)
         for nfe in nfes:
             res = sd.sample(p.score, p.sde, (n, p.dim), spec.solver, x_T=x_T,
-                            steps=max(1, round(nfe / spec.per_step)),
+                            steps=spec.per_step * max(1, round(nfe / spec.per_step)),
                             generator=C.seeded(4, dev), **spec.opts)
             row.cells[nfe] = (res.nfe, weak_metrics(res.x, laws[spec.end], exact[spec.end]))
         rows.append(row)
