@@ -53,7 +53,9 @@ def evaluations_per_step(steps: int, per_step: int, solver: str, why: str) -> in
     return steps // per_step
 
 
-def _time_grid(ctx: Context, x: Tensor, intervals: int) -> Grid:
+def grid_for(ctx: Context, x: Tensor, intervals: int) -> Grid:
+    """The time grid of the options ``eps`` and ``grid`` with ``intervals`` steps from T,
+    with its coefficients on x's dtype and device."""
     o = ctx.opts
     return Grid.build(ctx.sde, time_grid(ctx.sde, intervals, o["eps"], o["grid"]), x)
 
@@ -64,9 +66,10 @@ def _predictor_step(ctx: Context, grid: Grid, update: Callable, **kwargs) -> sol
     return step
 
 
-def _integrate(ctx: Context, step: solvers.Step, x: Tensor, grid: Grid,
-               noise: bool = True) -> solvers.Solution:
-    """The shared loop over the grid; samplers drop the final update's noise."""
+def run_on_grid(ctx: Context, step: solvers.Step, x: Tensor, grid: Grid,
+                noise: bool = True) -> solvers.Solution:
+    """The shared loop over the grid, with the call's progress bar, callback and
+    trajectory options; samplers drop the final update's noise."""
     return solvers.integrate(step, x, grid.t, noise=ctx.noise if noise else None,
                              final_noise=False, **ctx.loop)
 
@@ -77,8 +80,8 @@ def predictor(name: str) -> Callable[[Context, Tensor], solvers.Solution]:
     update = PREDICTORS[name]
 
     def run(ctx: Context, x: Tensor) -> solvers.Solution:
-        grid = _time_grid(ctx, x, ctx.opts["steps"])
-        return _integrate(ctx, _predictor_step(ctx, grid, update), x, grid)
+        grid = grid_for(ctx, x, ctx.opts["steps"])
+        return run_on_grid(ctx, _predictor_step(ctx, grid, update), x, grid)
     return run
 
 
@@ -96,13 +99,13 @@ def pc(ctx: Context, x: Tensor) -> solvers.Solution:
     o = ctx.opts
     make = CORRECTORS[o["corrector"]]
     n_corr = o["corrector_steps"] if make is not None else 0
-    grid = _time_grid(ctx, x, evaluations_per_step(
+    grid = grid_for(ctx, x, evaluations_per_step(
         o["steps"], evaluations_per_grid_step(o), "pc",
         f"predictor {o['predictor']!r}, {n_corr} corrector move(s) per grid step"))
     corrector = None if make is None else make(ctx.sde, ctx.score, o["snr"], o["norm"])
     step = solvers.predictor_corrector_step(
         _predictor_step(ctx, grid, PREDICTORS[o["predictor"]]), corrector, n_corr)
-    return _integrate(ctx, step, x, grid)
+    return run_on_grid(ctx, step, x, grid)
 
 
 def ode_fixed(method: str) -> Callable[[Context, Tensor], solvers.Solution]:
@@ -110,7 +113,7 @@ def ode_fixed(method: str) -> Callable[[Context, Tensor], solvers.Solution]:
     stages = solvers.FIXED_ODE_METHODS[method].stages
 
     def run(ctx: Context, x: Tensor) -> solvers.Solution:
-        grid = _time_grid(ctx, x, evaluations_per_step(
+        grid = grid_for(ctx, x, evaluations_per_step(
             ctx.opts["steps"], stages, f"ode_{method}", f"{stages} per {method} step"))
         return solvers.odeint_fixed(probability_flow(ctx.sde, ctx.score), x, grid.t,
                                     method=method, **ctx.loop)
@@ -138,7 +141,7 @@ def ddpm(ctx: Context, x: Tensor) -> solvers.Solution:
     sde = ctx.sde
     grid = Grid.build(sde, index_grid(sde, sde.N if ctx.opts["steps"] is None
                                       else ctx.opts["steps"], ctx.opts["grid"]), x)
-    return _integrate(ctx, _predictor_step(ctx, grid, PREDICTORS["ancestral"]), x, grid)
+    return run_on_grid(ctx, _predictor_step(ctx, grid, PREDICTORS["ancestral"]), x, grid)
 
 
 def ddim(ctx: Context, x: Tensor) -> solvers.Solution:
@@ -151,7 +154,7 @@ def ddim(ctx: Context, x: Tensor) -> solvers.Solution:
               time_grid(sde, o["steps"] - 1, o["eps"], o["grid"]))
         ts = torch.cat([ts, ts.new_zeros(1)])
     grid = Grid.build(sde, ts, x)
-    return _integrate(ctx, _predictor_step(ctx, grid, ddim_update, eta=o["eta"]), x, grid)
+    return run_on_grid(ctx, _predictor_step(ctx, grid, ddim_update, eta=o["eta"]), x, grid)
 
 
 def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Solution]:
@@ -164,14 +167,14 @@ def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Sol
                 raise ValueError("dpm_solver++ is implemented as a multistep method; use "
                                  "method='multistep' or solver='dpm_solver'")
             orders = dpm.singlestep_orders(o["steps"], order)
-            grid = _time_grid(ctx, x, len(orders))
+            grid = grid_for(ctx, x, len(orders))
             step = dpm.singlestep_step(ctx.sde, ctx.score, grid, orders,
                                        dpm.inner_grid(ctx.sde, grid.t, orders, x))
         else:
-            grid = _time_grid(ctx, x, o["steps"])
+            grid = grid_for(ctx, x, o["steps"])
             step = dpm.multistep_step(ctx.sde, ctx.score, grid, order, data_prediction,
                                       o["lower_order_final"])
-        return _integrate(ctx, step, x, grid, noise=False)
+        return run_on_grid(ctx, step, x, grid, noise=False)
     return run
 
 
@@ -194,7 +197,7 @@ def heun_karras(ctx: Context, x: Tensor) -> solvers.Solution:
     grid, churned = Grid.build(sde, ts, x), Grid.build(sde, t_hat, x)
     churn = (churned.t > grid.t[:-1]).tolist()  # in the state's dtype, as the step compares
     step = karras.heun_step(sde, ctx.score, grid, churned, churn, o["s_noise"])
-    sol = _integrate(ctx, step, x, grid)
+    sol = run_on_grid(ctx, step, x, grid)
     alpha, std, _ = grid.at(len(grid) - 1, x)  # Tweedie's x0 at the last noise level
     sol.x = x0_from_score(sol.x, call_score(ctx.score, sol.x, grid.time(len(grid) - 1, x)),
                           alpha, std)
