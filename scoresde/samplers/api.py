@@ -115,7 +115,7 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     if "eps" in opts and not opts["eps"] < sde.T:
         raise ValueError(f"eps (the end time) must be >= 0 and < T = {sde.T:g}, got "
                          f"{opts['eps']}")
-    method = solvers.ADAPTIVE_ODE_METHODS.get(opts["method"]) if solver == "ode" else None
+    method = solvers.ADAPTIVE_ODE_METHODS.get(opts.get("method"))
     if grad and method is not None and method.backend == "scipy":
         raise ValueError(f"grad=True needs a torch solver, but method={opts['method']!r} runs "
                          f"in scipy (NumPy), which cannot carry gradients; use a torchdiffeq "
