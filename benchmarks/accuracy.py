@@ -49,7 +49,7 @@ class EigenMixtureScore(torch.nn.Module):
         self.dim = oracle.dim
 
     def _terms(self, x: Tensor, t: Tensor):
-        alpha, std = self.sde.marginal_coeffs_(t.to(x.dtype))
+        alpha, std = self.sde._marginal_coeffs(t.to(x.dtype))
         a, s2 = alpha[:, None, None], (std ** 2)[:, None, None]
         c = a ** 2 * self.e.to(x.dtype)[None] + s2                          # [B, K, D]
         V = self.V.to(x.dtype)
@@ -104,13 +104,13 @@ class Problem:
 
     def eps_model(self, x: Tensor, t: Tensor) -> Tensor:
         """The exact noise prediction eps = -std(t) score(x, t), t a [batch] tensor."""
-        std = self.sde.marginal_coeffs_(t)[1]
+        std = self.sde._marginal_coeffs(t)[1]
         return -std[:, None] * self.score(x, t)
 
     def denoise(self, x: Tensor, t: float) -> Tensor:
         """Tweedie's x0 = (x + std^2 score)/alpha at time t."""
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        alpha, std = self.sde.marginal_coeffs_(tb)
+        alpha, std = self.sde._marginal_coeffs(tb)
         return (x + std[:, None] ** 2 * self.score(x, tb)) / alpha[:, None]
 
 
@@ -189,8 +189,14 @@ class Det:
     grid: str
     min_steps: int = 1
 
-    def steps_for(self, nfe: int) -> int:
+    def grid_steps(self, nfe: int) -> int:
+        """Grid steps (noise levels for k-diffusion) closest to ``nfe`` evaluations."""
         return max(self.min_steps, round((nfe - self.offset) / self.per_step))
+
+    def steps_for(self, nfe: int) -> int:
+        """scoresde's ``steps`` (network evaluations) closest to ``nfe`` that the sampler
+        can make exactly."""
+        return self.per_step * self.grid_steps(nfe) + self.offset
 
 
 OURS_DET = [
@@ -240,7 +246,7 @@ def vp_time_from_alphabar(sde: sd.VPSDE, abar: Tensor) -> Tensor:
 def diffusers_betas(sde: sd.VPSDE, N: int = 1000):
     """DDPM betas of the VPSDE at the index times t_k = (k + 1)/N: alphas_cumprod[k] = alphabar(t_k)."""
     t = torch.arange(0, N + 1, dtype=torch.float64) / N
-    log_abar = 2.0 * sde.log_alpha_(t)
+    log_abar = 2.0 * sde._log_alpha(t)
     return (-torch.expm1(log_abar[1:] - log_abar[:-1])).numpy()
 
 
@@ -307,7 +313,7 @@ class KDenoiser:
         self.calls += 1
         sigma = sigma.to(torch.float64).reshape(-1).expand(xs.shape[0])
         t = vp_time_from_alphabar(self.p.sde, 1.0 / (1.0 + sigma ** 2)).to(xs.dtype)
-        alpha, std = self.p.sde.marginal_coeffs_(t)
+        alpha, std = self.p.sde._marginal_coeffs(t)
         x = alpha[:, None] * xs
         return (x + std[:, None] ** 2 * self.p.score(x, t)) / alpha[:, None]
 
@@ -345,7 +351,7 @@ def kdiff_det(p: Problem) -> List[Tuple[Det, Callable[[int], Tuple[Tensor, int]]
     out = []
     for label, name, per, off in specs:
         spec = Det(label, name, {}, per, off, "x0", "karras", min_steps=2)
-        out.append((spec, lambda nfe, name=name, spec=spec: kdiff_run(p, name, spec.steps_for(nfe))))
+        out.append((spec, lambda nfe, name=name, spec=spec: kdiff_run(p, name, spec.grid_steps(nfe))))
     return out
 
 
@@ -431,7 +437,7 @@ def weak_rows(p: Problem, cfg: C.Config) -> Tuple[List[WeakRow], Dict[str, Tuple
         row = WeakRow(spec.label, "scoresde", spec.end)
         for nfe in nfes:
             res = sd.sample(p.score, p.sde, (n, p.dim), spec.solver, x_T=x_T,
-                            steps=max(1, round(nfe / spec.per_step)),
+                            steps=spec.per_step * max(1, round(nfe / spec.per_step)),
                             generator=C.seeded(4, dev), **spec.opts)
             row.cells[nfe] = (res.nfe, weak_metrics(res.x, laws[spec.end], exact[spec.end]))
         rows.append(row)

@@ -138,8 +138,9 @@ def loops(net: Net, steps: int, device) -> List[Tuple[str, str, Callable[[], int
            ("scoresde", "dpm_solver++ (2M)", ours(net, "dpm_solver++", steps, device)),
            ("scoresde", "euler_maruyama", ours(net, "euler_maruyama", steps, device)),
            ("scoresde", "ode_euler", ours(net, "ode_euler", steps, device)),
-           ("scoresde", "ode_rk4", ours(net, "ode_rk4", max(1, steps // 4), device)),
-           ("scoresde", "heun_karras", ours(net, "heun_karras", (steps + 1) // 2, device)),
+           ("scoresde", "ode_rk4", ours(net, "ode_rk4", 4 * max(1, steps // 4), device)),
+           ("scoresde", "heun_karras", ours(net, "heun_karras", max(3, steps - 1 + steps % 2),
+                                            device)),
            ("scoresde", "ddpm (DiscreteVPSDE)", ours(net, "ddpm", steps, device))]
     ddpm = diffusers_ddpm(net, steps, device)
     if ddpm is not None:

@@ -3,7 +3,7 @@
     python benchmarks/termination_table.py [--markdown [docs/reliability.md]] [--repeats 3]
 
 Three faulty scores, each run through every sampler of ``scoresde.SOLVERS`` (fixed-step
-ones with 10 steps; ``ode`` with torchdiffeq's dopri5 and bosh3 and scipy's RK45, Radau,
+ones with 10 grid steps; ``ode`` with torchdiffeq's dopri5 and bosh3 and scipy's RK45, Radau,
 BDF and LSODA; adaptive ones with ``max_steps=100``) and through ``log_likelihood``
 (dopri5 with the exact and the Hutchinson trace, Radau with the exact one):
 
@@ -42,7 +42,7 @@ import scoresde as sd  # noqa: E402
 import solvers  # noqa: E402
 
 SHAPE = (4, 2)
-STEPS = 10          # fixed-step samplers
+STEPS = 10          # grid steps of the fixed-step samplers
 MAX_STEPS = 100     # adaptive solves
 T_NAN = 0.5
 BLOWUP, STIFF = 1e30, 1e6
@@ -93,12 +93,22 @@ def _likelihood(**options) -> Callable[[Callable], Tensor]:
     return run
 
 
-FIXED_STEP = ("euler_maruyama", "reverse_diffusion", "ancestral", "pc", "ode_euler",
-              "ode_heun", "ode_rk4", "ddpm", "ddim", "dpm_solver", "dpm_solver++",
-              "heun_karras")
+FIXED_STEP = tuple(name for name, spec in sd.samplers.SOLVERS.items() if not spec.adaptive)
+
+
+def _evaluations(name: str, grid_steps: int) -> int:
+    """``steps`` (network evaluations) for ``grid_steps`` steps of a fixed-step sampler:
+    its tableau's stages, a predictor and a corrector move for pc, order 3 singlestep
+    DPM-Solver, 2 per noise level but the last for heun_karras."""
+    if name.startswith("ode_"):
+        return grid_steps * solvers.FIXED_ODE_METHODS[name[4:]].stages
+    per_step = {"pc": 2, "dpm_solver": 3}.get(name, 1)
+    return 2 * grid_steps - 1 if name == "heun_karras" else grid_steps * per_step
+
 
 PATHS: Dict[str, Callable[[Callable], Tensor]] = {
-    **{f"sample {name}": _sampler(name, steps=STEPS) for name in FIXED_STEP},
+    **{f"sample {name}": _sampler(name, steps=_evaluations(name, STEPS))
+       for name in FIXED_STEP},
     **{f"sample ode {m}": _sampler("ode", method=m, max_steps=MAX_STEPS)
        for m in ("dopri5", "bosh3", "RK45", "Radau", "BDF", "LSODA")},
     "sample sde_adaptive": _sampler("sde_adaptive", max_steps=MAX_STEPS),

@@ -31,9 +31,9 @@ def mixture() -> sd.GaussianMixture:
 RUNS = [
     ("ancestral", dict(steps=500, denoise=True)),
     ("euler_maruyama", dict(steps=500, denoise=True)),
-    ("pc", dict(steps=250, snr=0.16, denoise=True)),
+    ("pc", dict(steps=500, snr=0.16, denoise=True)),   # 250 predictor + 250 corrector evaluations
     ("ode", dict(rtol=1e-5, atol=1e-5, denoise=True)),
-    ("ode_heun", dict(steps=50, denoise=True)),
+    ("ode_heun", dict(steps=100, denoise=True)),       # 50 Heun steps
     ("ddim", dict(steps=25)),
 ]
 

@@ -83,9 +83,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._validation import check_instance
 from .nets import NETS, build_net
 from .score import ScoreModel
-from .sdes import SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE
+from .sdes import SDE, SDES, DiscreteVPSDE
 
 FORMAT = "scoresde-checkpoint"
 VERSION = 1
@@ -98,7 +99,6 @@ TENSOR_FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
 NEXT = ".next"                          # suffix of a save's new files until they are renamed
 PENDING_CONFIG_FILE = CONFIG_FILE + NEXT  # the commit record of a save not yet finished
 
-SDES = {cls.__name__: cls for cls in (VPSDE, SubVPSDE, VESDE, CosineVPSDE, DiscreteVPSDE)}
 _DTYPES = {str(d).replace("torch.", ""): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
@@ -380,8 +380,7 @@ def save_checkpoint(directory: str, model, sde: Optional[SDE] = None, *,
         if sde is None:
             raise ValueError("sde is required when model is a bare network")
         model_info = {"prediction": "epsilon", "time_input": None, "time_scale": 999.0}
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE, got {type(sde).__name__}")
+    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
     os.makedirs(directory, exist_ok=True)
 
     sde_record, state_tensors = sde_to_json(sde)
@@ -507,15 +506,6 @@ def _current_record(directory: str) -> Tuple[Dict[str, Any], str, bool]:
             continue
     raise CheckpointError(f"{os.path.join(directory, CONFIG_FILE)}: missing; {directory} is "
                           f"not a scoresde checkpoint directory")
-
-
-def read_config(directory: str) -> Dict[str, Any]:
-    """Parse and check a checkpoint's config.json (raises CheckpointError).
-
-    Tuples and torch dtypes stored by ``save_checkpoint`` come back as such. When a save was
-    killed after committing, this is its record (``config.json.next``).
-    """
-    return _current_record(os.fspath(directory))[0]
 
 
 def _is_safetensors(blob: bytes) -> bool:
@@ -658,4 +648,4 @@ def load_checkpoint(directory: str, *, net: Optional[nn.Module] = None,
 
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-           "read_config", "has_checkpoint", "sde_to_json", "sde_from_json", "SDES"]
+           "has_checkpoint", "sde_to_json", "sde_from_json", "SDES"]

@@ -34,7 +34,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._validation import first_nonfinite
+from ._validation import check_choice, check_instance, check_int, first_nonfinite
 from .oracles import GaussianMixture
 
 SPLITS = ("train", "test", "all")
@@ -285,17 +285,13 @@ def load_dataset(name_or_path: str, split: str = "train", n: Optional[int] = Non
     Returns:
         A :class:`Dataset`; ``.spec`` holds these arguments (paths made absolute).
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be a data set name or a file path, got "
-                        f"{type(name_or_path).__name__}")
+    check_instance("name_or_path", name_or_path, (str, os.PathLike),
+                   "a data set name or a file path")
     name = os.fspath(name_or_path)
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not supported; choose one of "
-                         f"{', '.join(repr(s) for s in SPLITS)}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_choice("split", split, SPLITS)
+    if n is not None:
+        n = check_int("n", n, minimum=1, allowed="a positive integer or None")
+    seed = check_int("seed", seed, minimum=0, allowed="a non-negative integer")
     dtype = dtype or torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")

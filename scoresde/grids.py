@@ -2,8 +2,8 @@
 
     uniform    t_k = T + (eps - T) k/n                       (Song et al. 2021)
     quadratic  t_k = eps + (T - eps) (1 - k/n)^2             (dense near eps; Song, Meng & Ermon 2021, App. D.1)
-    logsnr     lambda(t_k) uniform in k between lambda(T) and lambda(eps), lambda = log(alpha^2/std^2)
-               (Lu et al. 2022, Sec. 3.3; Kingma et al. 2021)
+    logsnr     log_snr(t_k) uniform in k between log_snr(T) and log_snr(eps), log_snr = log(alpha^2/std^2)
+               = 2 lambda (so lambda = log(alpha/std) is uniform too; Lu et al. 2022, Sec. 3.3)
     karras     std(t_k)/alpha(t_k) = (s_max^(1/rho) + k/n (s_min^(1/rho) - s_max^(1/rho)))^rho,
                rho = 7 (Karras et al. 2022, eq. 5)
 

@@ -26,7 +26,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._validation import batch_view, check_choice, check_real, check_state
+from ._shapes import batch_view
+from ._validation import check_choice, check_real, check_score_and_sde, check_state
 from .sdes import SDE, DiscreteVPSDE
 
 WEIGHTINGS = ("none", "likelihood")
@@ -67,12 +68,7 @@ def _reduce(per_example: Tensor, reduce: str) -> Tensor:
 
 
 def _check_common(model, sde, x0, reduce) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a ScoreModel (or a callable score model(x, t)), got "
-                        f"{type(model).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde SDE (VPSDE, VESDE, ...), got "
-                        f"{type(sde).__name__}")
+    check_score_and_sde(model, sde, name="model")
     check_state("x0", x0, min_dim=2)
     check_choice("reduce", reduce, REDUCTIONS)
 
@@ -259,7 +255,7 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
     dev = _draw_device(generator, x0)
     i = torch.randint(0, sde.N, (b,), generator=generator, device=dev).to(x0.device)  # draw 1
     z = _normal_like(x0, generator)                                                   # draw 2
-    alphas_cumprod = torch.cumprod(1.0 - sde.betas, 0).to(x0.device)[i]   # float64
+    alphas_cumprod = sde._alphas_cumprod.to(x0.device)[i]   # float64
     sqrt_ab = batch_view(alphas_cumprod.sqrt().to(x0.dtype), x0)
     std = (1.0 - alphas_cumprod).sqrt().to(x0.dtype)
     x_i = sqrt_ab * x0 + batch_view(std, x0) * z

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._validation import TimeLike, check_int, check_state
+from ._validation import TimeLike, check_instance, check_int, check_state
 from .sdes import SDE
 
 
@@ -61,8 +61,7 @@ class GaussianMixture:
             k = int((info != 0).nonzero()[0])
             raise ValueError(f"covs[{k}] is not positive definite (eigenvalues "
                              f"{torch.linalg.eigvalsh(cov[k]).tolist()})")
-        if sde is not None and not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde SDE or None, got {type(sde).__name__}")
+        check_instance("sde", sde, (SDE, type(None)), "a scoresde SDE (VPSDE, VESDE, ...) or None")
         self.weights, self.means, self.covs, self._chol = w, mu, cov, chol
         self.sde = sde
 
@@ -134,7 +133,7 @@ class GaussianMixture:
             tt = self._need_sde().time(t, batch=x.shape[0], like=x)
             if bool((tt == tt[0]).all()):  # one time for the whole batch: one factorization
                 tt = tt[:1]
-            alpha, std = self.sde.marginal_coeffs_(tt)  # [B] with B in {1, n}
+            alpha, std = self.sde._marginal_coeffs(tt)  # [B] with B in {1, n}
             eye = torch.eye(self.dim, **opts)
             means = alpha[:, None, None] * mu[None]
             cov_t = (alpha ** 2)[:, None, None, None] * cov[None] \

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch
 from torch import Tensor, nn
 
-from ._validation import (TimeLike, batch_view, check_callable, check_choice, check_instance,
-                          check_real, check_state)
-from .dynamics import FirstCallChecked, scalar_time
+import solvers
+
+from ._shapes import batch_view, scalar_time
+from ._validation import (TimeLike, _describe, check_choice, check_instance, check_real,
+                          check_score_and_sde, check_state, first_nonfinite)
 from .sdes import DiscreteVPSDE, SDE
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction", "score")
 TIME_INPUTS = ("scaled", "t", "sigma", "index", "fractional_index")
@@ -46,8 +49,7 @@ class ScoreModel(nn.Module):
                  prediction: str = "epsilon", time_input: Optional[str] = None,
                  time_scale: float = 999.0):
         super().__init__()
-        check_callable("net", net, "net(x, t)")
-        check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+        check_score_and_sde(net, sde, name="net")
         self.net = net
         self.sde = sde
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
@@ -65,13 +67,13 @@ class ScoreModel(nn.Module):
     def network_time(self, t: Tensor) -> Tensor:
         """The [batch] time input the network receives for validated times t."""
         if self.time_input == "index":
-            return torch.round(t * self.sde.N - 1.0).clamp(0, self.sde.N - 1).long()
+            return self.sde._index(t)
         if self.time_input == "fractional_index":
-            return (t * self.sde.N - 1.0).clamp(min=0.0)
+            return self.sde._fractional_index(t)
         if self.time_input == "scaled":
             return t * self.time_scale
         if self.time_input == "sigma":
-            return self.sde.marginal_coeffs_(t)[1]
+            return self.sde._marginal_coeffs(t)[1]
         return t
 
     def _output(self, x: Tensor, t: TimeLike):
@@ -85,7 +87,7 @@ class ScoreModel(nn.Module):
         if out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
                              f"got shape {tuple(out.shape)}")
-        alpha, std = self.sde.marginal_coeffs_(scalar_time(t))
+        alpha, std = self.sde._marginal_coeffs(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
     def eps(self, x: Tensor, t: TimeLike) -> Tensor:
@@ -98,7 +100,7 @@ class ScoreModel(nn.Module):
         out, alpha, std = self._output(x, t)
         if self.prediction == "sample":
             return out
-        return (x - std * _to_eps(self.prediction, out, x, alpha, std)) / alpha
+        return x0_from_eps(x, _to_eps(self.prediction, out, x, alpha, std), alpha, std)
 
     def forward(self, x: Tensor, t: TimeLike) -> Tensor:
         """The score grad_x log p_t(x), shaped like x."""
@@ -127,6 +129,23 @@ def unchecked(score: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Te
     return FirstCallChecked(score)
 
 
+# -- conversions between parametrizations: written once here, called by every sampler -------
+def eps_from_score(score: Tensor, std: Tensor) -> Tensor:
+    """The noise prediction of a score, eps = -std score (Song et al. 2021, eq. 7)."""
+    return -std * score
+
+
+def x0_from_eps(x: Tensor, eps: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
+    """The data prediction of a noise prediction, x0 = (x - std eps)/alpha (x = alpha x0 + std eps)."""
+    return (x - std * eps) / alpha
+
+
+def x0_from_score(x: Tensor, score: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
+    """Tweedie's formula E[x0 | x_t] = (x + std^2 score)/alpha (Efron 2011; Song et al.
+    2021, App. G; EDM's denoiser D, Karras et al. 2022, eq. 3)."""
+    return (x + std ** 2 * score) / alpha
+
+
 def _to_eps(prediction: str, out: Tensor, x: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
     if prediction == "epsilon":
         return out
@@ -144,3 +163,54 @@ def score_from_eps(eps_net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
     Keyword arguments go to :class:`ScoreModel` (e.g. ``time_input``).
     """
     return ScoreModel(eps_net, sde, prediction="epsilon", **kwargs)
+
+
+# -- calling a score -----------------------------------------------------------------------
+def call_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    """Evaluate score(x, t) with t a [batch] tensor and check the result's shape."""
+    s = score(x, t)
+    if not isinstance(s, Tensor):
+        raise TypeError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, got "
+                        f"{_describe(s)} of type {type(s).__name__}")
+    if s.shape != x.shape:
+        raise ValueError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
+                         f"got shape {tuple(s.shape)}")
+    return s
+
+
+class NonFiniteScoreError(solvers.NonFiniteStateError, ValueError):
+    """The score returned NaN or inf at its first call, at the initial point of a solve.
+
+    A ``solvers.NonFiniteStateError`` (step 0, at the time of the call; named by the entry
+    point like any solver failure) and a ``ValueError``: the score given is not usable.
+    """
+
+
+class FirstCallChecked:
+    """A score whose first output is checked in full: a floating tensor shaped like x with
+    finite entries, else an error naming the score, what it returned and what is expected.
+
+    Later outputs pass unchecked here (``call_score`` checks their shape; the solvers check
+    the state for NaN/inf after every step): the finiteness check costs a host sync, which
+    is paid once per solve, not once per step.
+    """
+
+    def __init__(self, score: ScoreFn):
+        self.score = score
+        self.checked = False
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        s = call_score(self.score, x, t)
+        if not self.checked:
+            if not s.is_floating_point():
+                raise TypeError(f"score(x, t) must return a floating-point tensor like x "
+                                f"({x.dtype}), got dtype {s.dtype}")
+            found = first_nonfinite(s.detach())
+            if found is not None:
+                index, value = found
+                when = float(t.reshape(-1)[0]) if isinstance(t, Tensor) else float(t)
+                raise NonFiniteScoreError(0, when, f"score(x, t) returned {value} (entry "
+                                                   f"{list(index)}) at its first call; it must "
+                                                   f"return finite values")
+            self.checked = True
+        return s

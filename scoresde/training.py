@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_choice, check_finite, check_instance, check_int, check_real
+from ._validation import (check_choice, check_finite, check_instance, check_int, check_real,
+                          is_real_number)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .losses import LOSSES, WEIGHTINGS, ddpm_loss, dsm_loss
@@ -90,13 +91,14 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_real("weight_decay", self.weight_decay, nonnegative=True)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
-        if betas is None or len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1
+        if betas is None or len(betas) != 2 or not all(is_real_number(b) and 0 <= b < 1
                                                        for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
-        if self.grad_clip is not None and not (_is_real(self.grad_clip) and self.grad_clip > 0):
+        if self.grad_clip is not None and not (is_real_number(self.grad_clip)
+                                               and 0 < self.grad_clip < math.inf):
             raise ValueError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
-        if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
+        if not (is_real_number(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
         check_choice("loss", self.loss, tuple(LOSSES))
         check_choice("weighting", self.weighting, tuple(WEIGHTINGS))
@@ -105,7 +107,7 @@ class TrainConfig:
                              "loss='dsm' for the likelihood weighting")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("importance_sampling=True needs weighting='likelihood'")
-        if not (_is_real(self.eps) and 0 < self.eps < 1):
+        if not (is_real_number(self.eps) and 0 < self.eps < 1):
             raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
 
     def to_dict(self) -> Dict[str, Any]:
@@ -119,10 +121,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Trainer:
@@ -152,9 +150,8 @@ class Trainer:
                                  "or build the ScoreModel on this sde")
             self.model = model
         else:
-            if not isinstance(sde, SDE):
-                raise TypeError(f"sde must be a scoresde SDE when model is a bare network, "
-                                f"got {type(sde).__name__}")
+            check_instance("sde", sde, SDE,
+                           "a scoresde SDE (VPSDE, VESDE, ...) when model is a bare network")
             self.model = ScoreModel(model, sde, prediction="epsilon")
         if not isinstance(self.model.net, nn.Module):
             raise TypeError("the network must be an nn.Module with parameters to train")

@@ -5,11 +5,11 @@ Knows about tensors, time, vector fields, noise and tolerances; nothing about di
 from .counting import CountingFunction
 from .errors import (DivergedStateError, MaxStepsError, NonFiniteStateError, SolverError,
                      check_finite_result, naming_solver)
-from .loop import integrate
+from .loop import Step, Update, integrate
 from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise
 from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
 from .ode_fixed import FIXED_ODE_METHODS, ButcherTableau, odeint_fixed, rk_step
-from .pc import langevin_corrector_step, predictor_corrector_step
+from .pc import Corrector, langevin_corrector, langevin_move, predictor_corrector_step
 from .result import Solution, total_stats
 from .sde import FIXED_SDE_METHODS, broadcast_diffusion, euler_maruyama_step, sdeint_fixed
 from .sde_torchsde import TORCHSDE_METHODS, sdeint_torchsde
@@ -18,6 +18,7 @@ __all__ = [
     "ADAPTIVE_ODE_METHODS",
     "AdaptiveMethod",
     "ButcherTableau",
+    "Corrector",
     "CountingFunction",
     "DivergedStateError",
     "FIXED_ODE_METHODS",
@@ -30,12 +31,15 @@ __all__ = [
     "ReplayNoise",
     "Solution",
     "SolverError",
+    "Step",
     "TORCHSDE_METHODS",
+    "Update",
     "broadcast_diffusion",
     "check_finite_result",
     "euler_maruyama_step",
     "integrate",
-    "langevin_corrector_step",
+    "langevin_corrector",
+    "langevin_move",
     "naming_solver",
     "odeint_adaptive",
     "odeint_fixed",

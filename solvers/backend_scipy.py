@@ -31,7 +31,6 @@ from .interval_field import IntervalField
 from .progress import TimeBar
 
 _EXPLICIT_RK = ("RK45", "RK23", "DOP853")
-SCIPY_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "Radau", "BDF")
 
 
 def _attempt_counting(base: type) -> type:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .validation import check_callable
+
 
 class CountingFunction:
     """Wrap ``fn`` and count its completed calls in ``.calls``.
@@ -12,8 +14,7 @@ class CountingFunction:
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        if not callable(fn):
-            raise TypeError(f"CountingFunction needs a callable, got {type(fn).__name__}")
+        check_callable("fn", fn, "fn(*args)")
         self.fn = fn
         self.calls = 0
 

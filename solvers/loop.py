@@ -1,13 +1,19 @@
 """The fixed-grid time-stepping loop shared by every fixed-step method.
 
-A method is a ``step(x, t0, t1, noise) -> x_next`` function; :func:`integrate` walks it
-over a grid of times, checks the state after every step, reports progress and saves the
-trajectory. Step functions hold the scheme only; nothing here is scheme-specific.
+A method is a step function ``step(i, x, t0, t1, noise) -> Update`` for step ``i`` (0-based)
+from ``t0 = ts[i]`` to ``t1 = ts[i + 1]``: it returns the update's mean and the scale of its
+fresh noise, ``Update(mean, noise_scale)`` (``noise_scale=None`` for a deterministic
+update). :func:`integrate` walks the grid, draws the noise (``mean + noise_scale * z`` with
+``z = noise.draw(mean)``, or the mean alone on the final step when ``final_noise=False``),
+checks the state after every step, reports progress and saves the trajectory. Because the
+step receives its index, schemes with per-step data (a precomputed grid of coefficients,
+a multistep history) look it up instead of counting calls. Step functions hold the scheme
+only; nothing here is scheme-specific.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -18,8 +24,20 @@ from .noise import Noise
 from .result import Solution
 from .validation import TimeLike, check_tensor, check_time_grid
 
-#: ``step(x, t0, t1, noise) -> x_next``; ``t0``/``t1`` are 0-d tensors of x's dtype and device.
-Step = Callable[[Tensor, Tensor, Tensor, Optional[Noise]], Tensor]
+
+class Update(NamedTuple):
+    """One step's outcome: the next state is ``mean + noise_scale * z``, z ~ N(0, I) drawn by
+    the loop, or ``mean`` alone when ``noise_scale`` is None (a deterministic update) or on
+    a final step whose noise is dropped. ``noise_scale`` broadcasts against ``mean``."""
+
+    mean: Tensor
+    noise_scale: Optional[Tensor] = None
+
+
+#: ``step(i, x, t0, t1, noise) -> Update`` for step ``i`` (0-based); ``t0``/``t1`` are 0-d
+#: tensors of x's dtype and device. ``noise`` is there for schemes that draw inside a step
+#: (corrector moves, churn); the update's own noise is drawn by the loop.
+Step = Callable[[int, Tensor, Tensor, Tensor, Optional[Noise]], Update]
 #: ``callback(step, t, x)`` called after each step with the step index (1-based), the new time.
 Callback = Callable[[int, float, Tensor], None]
 
@@ -39,14 +57,16 @@ def integrate(
     save_trajectory: bool = False,
     desc: Optional[str] = None,
     max_abs: Optional[float] = MAX_ABS,
+    final_noise: bool = True,
 ) -> Solution:
     """Apply ``step`` over consecutive pairs of ``ts``.
 
     Args:
-        step: the scheme, ``step(x, t0, t1, noise) -> x_next`` (see :data:`Step`).
+        step: the scheme, ``step(i, x, t0, t1, noise) -> Update`` (see :data:`Step`).
         x0: ``[batch, *dims]`` state at ``ts[0]``.
         ts: ``[n]`` times, ``n >= 2``, strictly monotone; decreasing runs time backwards.
-        noise: passed to every step (``None`` for deterministic schemes).
+        noise: the source of every update's noise and of draws inside steps (``None``
+            for deterministic schemes).
         callback: ``callback(i, t_i, x_i)`` after step ``i`` (1..n-1) with the new state.
         progress: show a tqdm bar.
         save_trajectory: keep every state: ``Solution.ts`` is ``[n]`` and ``Solution.xs``
@@ -56,6 +76,9 @@ def integrate(
             scheme outside its stability region, or a field that blows up): the solve
             stops with :class:`DivergedStateError` instead of returning finite garbage.
             ``None`` turns the bound off (NaN/inf are still errors).
+        final_noise: add the last update's noise (True: the state at ``ts[-1]`` of an SDE
+            solve). Samplers pass False, returning the last update's mean (DDPM Algorithm
+            2's z = 0 at the last step; score_sde's noise removal).
 
     Returns:
         :class:`Solution` with the state at ``ts[-1]`` and ``stats = {"steps": n - 1}``;
@@ -83,7 +106,15 @@ def integrate(
     x = x0
     with tqdm(total=n_steps, desc=desc, disable=not progress) as bar:
         for i in range(1, n_steps + 1):
-            x = step(x, ts_dev[i - 1], ts_dev[i], noise)
+            mean, scale = step(i - 1, x, ts_dev[i - 1], ts_dev[i], noise)
+            if scale is None or (i == n_steps and not final_noise):
+                x = mean
+            elif noise is None:
+                raise ValueError(f"step {i} returned a noise scale, so the scheme needs a noise "
+                                 f"source, but integrate() was given none; pass "
+                                 f"noise=GaussianNoise(generator)")
+            else:
+                x = mean + scale * noise.draw(mean)
             if x.shape != x0.shape:
                 raise ValueError(
                     f"step {i} returned shape {tuple(x.shape)} for a state of shape {tuple(x0.shape)}"

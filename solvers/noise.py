@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .errors import SolverError
+from .validation import check_instance
 
 
 class Noise(Protocol):
@@ -28,8 +29,7 @@ class GaussianNoise:
     """Fresh standard normal draws from ``generator`` (the global RNG when ``None``)."""
 
     def __init__(self, generator: Optional[torch.Generator] = None) -> None:
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_instance("generator", generator, (torch.Generator, type(None)), "a torch.Generator or None")
         self.generator = generator
 
     def draw(self, like: Tensor) -> Tensor:

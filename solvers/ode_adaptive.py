@@ -19,7 +19,7 @@ from .interval_field import IntervalField
 from .ode_fixed import VectorField
 from .progress import TimeBar
 from .result import Solution
-from .validation import TimeLike, check_positive, check_positive_int, check_tensor, check_time
+from .validation import TimeLike, check_positive, check_positive_int, check_tensor, check_time_span
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,7 @@ def odeint_adaptive(
     """
     spec = get_adaptive_method(method)
     check_tensor("x0", x0)
-    t0 = check_time("t0", t0)
-    t1 = check_time("t1", t1)
-    if t0 == t1:
-        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    t0, t1 = check_time_span(t0, t1)
     rtol = check_positive("rtol", rtol)
     atol = check_positive("atol", atol)
     max_steps = check_positive_int("max_steps", max_steps)

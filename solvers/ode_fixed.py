@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .counting import CountingFunction
 from .errors import naming_solver
-from .loop import Step, integrate
+from .loop import Step, Update, integrate
 from .noise import Noise
 from .result import Solution
 from .validation import TimeLike
@@ -104,7 +104,7 @@ def get_tableau(method: str) -> ButcherTableau:
 def rk_step(field: VectorField, tableau: ButcherTableau) -> Step:
     """A :data:`Step` applying one step of ``tableau`` to ``dx/dt = field(t, x)``."""
 
-    def step(x: Tensor, t0: Tensor, t1: Tensor, noise: Optional[Noise] = None) -> Tensor:
+    def step(i: int, x: Tensor, t0: Tensor, t1: Tensor, noise: Optional[Noise] = None) -> Update:
         h = t1 - t0
         k = []
         for c_i, a_i in zip(tableau.c, tableau.a):
@@ -121,7 +121,7 @@ def rk_step(field: VectorField, tableau: ButcherTableau) -> Step:
         for b_i, k_i in zip(tableau.b, k):
             if b_i != 0:
                 out = out + (b_i * h) * k_i
-        return out
+        return Update(out)
 
     return step
 

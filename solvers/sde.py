@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .counting import CountingFunction
 from .errors import naming_solver
-from .loop import Step, integrate
+from .loop import Step, Update, integrate
 from .noise import Noise
 from .result import Solution
 from .validation import TimeLike
@@ -53,20 +53,17 @@ def _check_drift(b: Tensor, x: Tensor) -> Tensor:
 
 
 def euler_maruyama_step(drift: Drift, diffusion: Diffusion) -> Step:
-    """Euler--Maruyama: x + b(t0, x) dt + g(t0, x) sqrt(|dt|) z, z = noise.draw(x).
+    """Euler--Maruyama: mean x + b(t0, x) dt, noise scale g(t0, x) sqrt(|dt|).
 
     Kloeden & Platen (1992), Numerical Solution of SDEs, Sec. 9.1 (strong order 1/2, 1 for
     additive noise) and Ch. 14 (weak order 1). dt = t1 - t0 may be negative.
     """
 
-    def step(x: Tensor, t0: Tensor, t1: Tensor, noise: Optional[Noise]) -> Tensor:
-        if noise is None:
-            raise ValueError("euler_maruyama needs a noise source, e.g. noise=GaussianNoise(generator)")
+    def step(i: int, x: Tensor, t0: Tensor, t1: Tensor, noise: Optional[Noise]) -> Update:
         dt = t1 - t0
-        z = noise.draw(x)
         b = _check_drift(drift(t0, x), x)
         g = broadcast_diffusion(diffusion(t0, x), x)
-        return x + b * dt + g * dt.abs().sqrt() * z
+        return Update(x + b * dt, g * dt.abs().sqrt())
 
     return step
 

@@ -30,7 +30,7 @@ from .counting import CountingFunction
 from .errors import MaxStepsError, NonFiniteStateError, check_finite_result, naming_solver
 from .result import Solution
 from .sde import Diffusion, Drift, _check_drift, broadcast_diffusion
-from .validation import check_positive, check_positive_int, check_tensor, check_time
+from .validation import check_positive, check_positive_int, check_tensor, check_time_span
 
 #: method -> (torchsde SDE type, Levy-area approximation the method needs)
 TORCHSDE_METHODS = {
@@ -150,9 +150,7 @@ def sdeint_torchsde(
     except (KeyError, TypeError):
         raise ValueError(f"unknown torchsde method {method!r}; valid names: {', '.join(TORCHSDE_METHODS)}") from None
     check_tensor("x0", x0)
-    t0, t1 = check_time("t0", t0), check_time("t1", t1)
-    if t0 == t1:
-        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    t0, t1 = check_time_span(t0, t1)
     span = abs(t1 - t0)
     dt = check_positive("dt", dt)
     max_steps = check_positive_int("max_steps", max_steps)

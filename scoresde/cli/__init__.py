@@ -6,7 +6,8 @@
     scoresde demo
 
 One module per command (``demo``, ``train``, ``sample``, ``likelihood``), each with
-``add_parser(subparsers)`` and ``run(args)``; what they share is in ``_common``.
+``add_parser(subparsers)`` and ``run(args)``; what they share is in ``arguments`` (flag
+types), ``runs`` (run directories, tensor files), ``plots`` (pictures) and ``errors``.
 
 Error policy: a user error (bad flag or value, missing or corrupt run directory, unknown
 data set or solver, an option the solver does not take, a failed solve) exits with status 2
@@ -26,7 +27,7 @@ from solvers.errors import SolverError
 from .. import __version__
 from ..checkpoint import CheckpointError
 from . import demo, likelihood, sample, train
-from ._common import _Fail
+from .errors import _Fail
 
 COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "demo": demo}
 

@@ -17,8 +17,10 @@ import time
 import torch
 
 import scoresde as sd
+from scoresde._stats import mean_stderr
 
-from ._common import mean_stderr, plot_points, positive_int
+from .arguments import positive_int
+from .plots import plot_points
 
 DEMO_CONFIG = {
     "data": "gmm",                                   # the 8-Gaussian mixture (exact density)

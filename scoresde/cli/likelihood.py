@@ -19,9 +19,12 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
+from scoresde._stats import mean_stderr
 from scoresde.likelihood import PROBES, TRACES
 
-from ._common import Run, _Fail, integer, load_run, mean_stderr, positive_int, real
+from .arguments import integer, positive_int, real
+from .errors import _Fail
+from .runs import Run, load_run
 
 # log_likelihood's own defaults, shown in --help and in the output (one source of truth).
 LL_DEFAULTS: Dict[str, Any] = {

@@ -4,8 +4,9 @@
     scoresde sample --list-solvers
 
 The solver flags (--steps, --rtol, --snr, ...) are generated from the solver registry
-``scoresde.samplers.api.SOLVERS``: one flag per option name (underscores become dashes),
-typed after the defaults; a flag the chosen solver does not take is an error.
+``scoresde.samplers.SOLVERS``: one flag per option name (underscores become dashes), typed
+after the option's schema; a flag the chosen solver does not take is an error, and a
+value outside the schema is one too (checked by ``sample()`` itself).
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from typing import Any, Callable, Dict, List
 import torch
 
 import scoresde as sd
-from scoresde.samplers.api import SOLVERS
+from scoresde.samplers import SOLVERS
 
-from ._common import (_Fail, check_picture_path, check_writable, integer, load_run,
-                      plot_images, plot_points, positive_int, real, save_tensor)
+from .arguments import integer, positive_int, real
+from .errors import _Fail
+from .plots import check_picture_path, plot_images, plot_points
+from .runs import check_writable, load_run, save_tensor
 
 SAMPLE_SUFFIXES = (".npy", ".pt")
 
@@ -43,25 +46,20 @@ class SolverFlag:
     defaults: Dict[str, Any]
 
 
-def _kind(values: List[Any]) -> type:
-    kinds = {type(v) for v in values if v is not None}
-    if kinds == {bool}:
-        return bool
-    if kinds and kinds <= {int}:
-        return int
-    if kinds and kinds <= {int, float}:
-        return float
-    return str
+_KINDS = {"bool": bool, "int": int, "real": float, "choice": str}
 
 
 def solver_flags() -> Dict[str, SolverFlag]:
-    """One :class:`SolverFlag` per option name in ``SOLVERS``, in registry order."""
+    """One :class:`SolverFlag` per option name in ``SOLVERS``, in registry order, typed
+    after the options' schema (``scoresde.samplers.Option``)."""
     takers: Dict[str, Dict[str, Any]] = {}
+    kinds: Dict[str, type] = {}
     for name, spec in SOLVERS.items():
-        for option, default in spec.options.items():
-            takers.setdefault(option, {})[name] = default
-    return {option: SolverFlag(option, "--" + option.replace("_", "-"),
-                               _kind(list(defaults.values())), defaults)
+        for option, schema in spec.options.items():
+            takers.setdefault(option, {})[name] = schema.default
+            kinds[option] = _KINDS[schema.kind]
+    return {option: SolverFlag(option, "--" + option.replace("_", "-"), kinds[option],
+                               defaults)
             for option, defaults in takers.items()}
 
 
@@ -96,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also write the samples to a .npy or .pt file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = p.add_argument_group(
-        "solver options", "generated from scoresde.samplers.api.SOLVERS; each applies to the "
+        "solver options", "generated from scoresde.samplers.SOLVERS; each applies to the "
                           "solvers named after its defaults; left out, the solver's default "
                           "holds")
     for f in solver_flags().values():
@@ -117,7 +115,7 @@ def format_solvers() -> str:
     lines = []
     for name, spec in SOLVERS.items():
         lines.append(f"{name:<{width}}  {spec.summary}")
-        opts = ", ".join(_show(flags[o], v) for o, v in spec.options.items())
+        opts = ", ".join(_show(flags[o], v) for o, v in spec.defaults.items())
         lines.append(f"{'':<{width}}  options: {opts or 'none'}")
     return "\n".join(lines)
 

@@ -23,11 +23,12 @@ from torch import Tensor, nn
 import scoresde as sd
 from scoresde.checkpoint import has_checkpoint
 from scoresde.losses import LOSSES, WEIGHTINGS
+from scoresde.sdes import SDE_TABLE, SHORT_NAMES, build_sde
 from scoresde.training import LR_SCHEDULES
 
-from ._common import DTYPES, _Fail, nonnegative_int, positive_int, positive_real
+from .arguments import DTYPES, nonnegative_int, positive_int, positive_real
+from .errors import _Fail
 
-SDE_NAMES = ("vp", "subvp", "ve", "cosine", "ddpm")
 NET_NAMES = ("mlp", "unet")
 
 # Defaults of the flags that define a run, per kind of data ("points" / "images").
@@ -45,7 +46,6 @@ RUN_FLAGS = ("data", "sde", "sigma_max", "net", "hidden", "depth", "batch_size",
              "warmup", "lr_schedule", "ema_decay", "loss", "weighting", "importance_sampling",
              "seed", "n",
              "dtype", "log_every")
-VE_SIGMA_MIN = 0.01
 _MAX_PAIRWISE_POINTS = 10_000
 
 
@@ -67,10 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int,
                    help=f"total optimizer steps of the run (default "
                         f"{SHARED_DEFAULTS['steps']}; with --resume: the stored total)")
-    p.add_argument("--sde", choices=SDE_NAMES,
-                   help="forward SDE: vp = VPSDE(0.1, 20), subvp = SubVPSDE(0.1, 20), ve = "
-                        "VESDE(0.01, sigma_max), cosine = CosineVPSDE(0.008), ddpm = "
-                        "DiscreteVPSDE.linear(1000) (default vp)")
+    p.add_argument("--sde", choices=tuple(SHORT_NAMES),
+                   help="forward SDE: " + ", ".join(f"{e.short} = {e.describe()}"
+                                                    for e in SDE_TABLE) + " (default vp)")
     p.add_argument("--sigma-max", type=positive_real,
                    help="VE only: sigma_max (default: the largest distance between two "
                         "training examples, Song & Ermon 2020, Technique 1)")
@@ -198,18 +197,10 @@ def _resume(args: argparse.Namespace) -> sd.Trainer:
 def make_sde(name: str, x: Tensor, sigma_max: Optional[float] = None) -> sd.SDE:
     """The forward SDE for ``--sde name``; VE's sigma_max defaults to the largest distance
     between two training examples (Song & Ermon 2020, Technique 1)."""
-    if name == "vp":
-        return sd.VPSDE(beta_min=0.1, beta_max=20.0)
-    if name == "subvp":
-        return sd.SubVPSDE(beta_min=0.1, beta_max=20.0)
-    if name == "cosine":
-        return sd.CosineVPSDE(s=0.008)
-    if name == "ddpm":
-        return sd.DiscreteVPSDE.linear(1000)
     if name == "ve":
-        return sd.VESDE(sigma_min=VE_SIGMA_MIN,
-                        sigma_max=max_pairwise_distance(x) if sigma_max is None else sigma_max)
-    raise ValueError(f"unknown sde {name!r}; choose one of {', '.join(SDE_NAMES)}")
+        return build_sde(name, sigma_max=max_pairwise_distance(x) if sigma_max is None
+                         else sigma_max)
+    return build_sde(name)
 
 
 def max_pairwise_distance(x: Tensor, chunk: int = 1000) -> float:

@@ -23,8 +23,9 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_int
-from ..dynamics import ScoreFn
+from .._stats import standard_error
+from .._validation import check_choice, check_instance, check_int, check_score_and_sde
+from ..score import ScoreFn
 from ..sdes import SDE
 from .flow import log_likelihood
 
@@ -134,9 +135,9 @@ def bits_per_dim(score: ScoreFn, sde: SDE, x: Tensor, *, data_range: str = "[-1,
     Returns:
         BitsPerDimResult with per-sample bpd, their mean and standard error, and the NFE.
     """
+    check_score_and_sde(score, sde)
     check_choice("data_range", data_range, tuple(DATA_RANGES))
-    if not isinstance(dequantize, bool):
-        raise TypeError(f"dequantize must be True or False, got {dequantize!r}")
+    check_instance("dequantize", dequantize, bool, "True or False")
     if batch_size is not None:
         check_int("batch_size", batch_size, minimum=1)
     levels = _as_levels(x, dtype)
@@ -147,12 +148,12 @@ def bits_per_dim(score: ScoreFn, sde: SDE, x: Tensor, *, data_range: str = "[-1,
         u = torch.full_like(levels, 0.5)
     lo, hi = DATA_RANGES[data_range]
     y = lo + (hi - lo) * (levels + u) / _LEVELS
-    n, dim = y.shape[0], y[0].numel()
+    dim = y[0].numel()
     res = log_likelihood(score, sde, y, generator=generator, batch_size=batch_size, **ll_kwargs)
     logp, nfe = res.logp, res.nfe
     solves = res.stats.get("per_solve", [res.stats])
     bpd = (-logp / dim + math.log(_LEVELS) - math.log(hi - lo)) / math.log(2.0)
     mean = bpd.mean().item()
-    stderr = (bpd.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else float("nan")
+    stderr = standard_error(bpd).item()
     return BitsPerDimResult(bpd=bpd, mean=mean, stderr=stderr, nfe=nfe, logp=logp,
                             stats={"batches": len(solves), "dims": dim, "solves": solves})

@@ -13,7 +13,6 @@ n_probes for Hutchinson, one column per probe along the same trajectory).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -22,9 +21,11 @@ from torch import Tensor
 
 import solvers
 
-from .._validation import (check_callable, check_choice, check_finite, check_instance, check_int,
-                           check_matches_network, check_real, check_state)
-from ..dynamics import ScoreFn, probability_flow
+from .._validation import (check_choice, check_finite, check_instance, check_int,
+                           check_matches_network, check_real, check_score_and_sde, check_state)
+from .._stats import standard_error
+from ..dynamics import probability_flow
+from ..score import ScoreFn
 from ..sdes import SDE
 from .divergence import (PROBES, default_chunk_size, draw_probes, exact_divergence,
                          hutchinson_divergence)
@@ -62,8 +63,7 @@ class LikelihoodResult:
 
 def _check_common(score: ScoreFn, sde: SDE, x: Tensor, name: str, *, rtol: float,
                   atol: float, eps: float, max_steps: int) -> Tuple[Tensor, float]:
-    check_callable("score", score, "score(x, t)")
-    check_instance("sde", sde, SDE, "a scoresde SDE (VPSDE, VESDE, ...)")
+    check_score_and_sde(score, sde)
     check_state(name, x, min_dim=2)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64 (the adaptive solve's tolerances "
@@ -187,8 +187,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         logp = per_probe.mean(1)
         stderr = None
         if trace == "hutchinson":
-            stderr = (per_probe.std(1, unbiased=True) / math.sqrt(n_probes) if n_probes > 1
-                      else torch.full_like(logp, float("nan")))
+            stderr = standard_error(per_probe, dim=1)
     stats = {**sol.stats, **stats_extra, "nfe": counted.calls}
     return LikelihoodResult(logp=logp, prior_logp=prior, delta_logp=delta.mean(1), z=z,
                             nfe=counted.calls, stats=stats, stderr=stderr,

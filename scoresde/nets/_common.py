@@ -1,13 +1,19 @@
-"""Helpers shared by the reference networks: argument checks and the time input."""
+"""What the reference networks share: the check of their inputs (x, t_in)."""
 from __future__ import annotations
+
+from typing import Tuple, Union
 
 from torch import Tensor
 
 
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def check_inputs(x: Tensor, t_in: Tensor, shape: Tuple[Union[int, str], ...]) -> Tensor:
+    """Check that x has ``shape`` (an int is a required size, a string such as "batch" or
+    "H" any size) and return t_in as [batch] (:func:`check_time_input`)."""
+    if not isinstance(x, Tensor) or x.dim() != len(shape) or any(
+            isinstance(want, int) and size != want for size, want in zip(x.shape, shape)):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must have shape [{', '.join(map(str, shape))}], got {got}")
+    return check_time_input(t_in, x.shape[0])
 
 
 def check_time_input(t: Tensor, batch: int) -> Tensor:

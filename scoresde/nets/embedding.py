@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int, is_real_number
+
 
 class SinusoidalEmbedding(nn.Module):
     """Map a [batch] time input to [batch, dim] sinusoidal features.
@@ -26,9 +28,8 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, dim: int, max_period: float = 10000.0):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim must be an integer >= 2, got {dim!r}")
-        if not (isinstance(max_period, (int, float)) and max_period > 1):
+        dim = check_int("dim", dim, minimum=2)
+        if not (is_real_number(max_period) and max_period > 1):
             raise ValueError(f"max_period must be a number > 1, got {max_period!r}")
         self.dim = dim
         self.max_period = float(max_period)

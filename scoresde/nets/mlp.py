@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_positive_int, check_time_input
+from .._validation import check_int
+from ._common import check_inputs
 from .embedding import SinusoidalEmbedding
 
 
@@ -43,10 +44,10 @@ class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 64,
                  max_period: float = 10000.0):
         super().__init__()
-        self.dim = check_positive_int("dim", dim)
-        self.hidden = check_positive_int("hidden", hidden)
-        self.depth = check_positive_int("depth", depth)
-        self.time_dim = check_positive_int("time_dim", time_dim, minimum=2)
+        self.dim = check_int("dim", dim)
+        self.hidden = check_int("hidden", hidden)
+        self.depth = check_int("depth", depth)
+        self.time_dim = check_int("time_dim", time_dim, minimum=2)
         self.max_period = float(max_period)
         self.embed = SinusoidalEmbedding(time_dim, max_period)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(),
@@ -61,10 +62,7 @@ class MLP(nn.Module):
                 "time_dim": self.time_dim, "max_period": self.max_period}
 
     def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [batch, {self.dim}], got {shape}")
-        t_in = check_time_input(t_in, x.shape[0])
+        t_in = check_inputs(x, t_in, ("batch", self.dim))
         temb = self.time_mlp(self.embed(t_in, dtype=self.inp.weight.dtype))
         h = self.inp(torch.cat([x, temb], dim=1))
         for block in self.blocks:

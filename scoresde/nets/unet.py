@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_positive_int, check_time_input
+from .._validation import check_int, is_real_number
+from ._common import check_inputs
 from .embedding import SinusoidalEmbedding
 
 
@@ -87,23 +88,23 @@ class UNet(nn.Module):
                  dropout: float = 0.0, groups: int = 8, out_channels: Optional[int] = None,
                  max_period: float = 10000.0):
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.base_channels = check_positive_int("base_channels", base_channels, minimum=2)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.base_channels = check_int("base_channels", base_channels, minimum=2)
         if (isinstance(channel_mults, (str, bytes)) or not isinstance(channel_mults, Sequence)
                 or len(channel_mults) < 1):
             raise ValueError(f"channel_mults must be a non-empty sequence of positive "
                              f"integers, got {channel_mults!r}")
-        self.channel_mults = tuple(check_positive_int("channel_mults[i]", m)
+        self.channel_mults = tuple(check_int("channel_mults[i]", m)
                                    for m in channel_mults)
-        self.num_res_blocks = check_positive_int("num_res_blocks", num_res_blocks)
-        self.time_dim = check_positive_int("time_dim", 4 * base_channels
+        self.num_res_blocks = check_int("num_res_blocks", num_res_blocks)
+        self.time_dim = check_int("time_dim", 4 * base_channels
                                            if time_dim is None else time_dim)
         self.attention = bool(attention)
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+        if not (is_real_number(dropout) and 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
-        self.groups = check_positive_int("groups", groups)
-        self.out_channels = check_positive_int("out_channels", in_channels
+        self.groups = check_int("groups", groups)
+        self.out_channels = check_int("out_channels", in_channels
                                                if out_channels is None else out_channels)
         self.max_period = float(max_period)
 
@@ -156,10 +157,7 @@ class UNet(nn.Module):
                 "out_channels": self.out_channels, "max_period": self.max_period}
 
     def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [batch, {self.in_channels}, H, W], got {shape}")
-        t_in = check_time_input(t_in, x.shape[0])
+        t_in = check_inputs(x, t_in, ("batch", self.in_channels, "H", "W"))
         temb = self.time_mlp(self.embed(t_in, dtype=self.conv_in.weight.dtype))
 
         h = self.conv_in(x)

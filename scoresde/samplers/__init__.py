@@ -1,4 +1,6 @@
 """Samplers: the reverse-time SDE and probability-flow ODE solvers behind ``sample``."""
-from .api import SOLVERS, SampleResult, list_solvers, sample, tweedie_denoise
+from .api import SampleResult, sample, tweedie_denoise
+from .registry import SOLVERS, Option, SolverSpec, list_solvers
 
-__all__ = ["sample", "SampleResult", "SOLVERS", "list_solvers", "tweedie_denoise"]
+__all__ = ["sample", "SampleResult", "SOLVERS", "Option", "SolverSpec", "list_solvers",
+           "tweedie_denoise"]

@@ -1,56 +1,56 @@
-"""Corrector steps: Langevin MCMC at a fixed time t with the score of the marginal p_t.
+"""Corrector moves: Langevin MCMC at a fixed time t with the score of the marginal p_t.
 
-Each corrector draws one z ~ N(0, I) per iteration and returns the new state.
-As in score_sde, the Langevin step uses norms averaged over the batch. Per-sample norms
-would make each sample's step depend on its own noise draw and score, which biases the
-stationary variance by about 4/d in d dimensions (docs/solvers.md) and gives heavy tails
-in low dimension where |score| can be near zero.
+Both correctors make the Langevin move of ``solvers.pc`` (x + e score + sqrt(2 e) z, one
+z ~ N(0, I) per move); they differ in the step size e:
+
+  langevin  e = 2 alpha (snr ||z|| / ||score||)^2      (Song et al. 2021, Alg. 4 and 5)
+  ald       e = 2 alpha (snr std(t))^2                 (Song & Ermon 2019, Alg. 1, as score_sde)
+
+with alpha = 1 - beta_i for VP (Alg. 5) and 1 for VE (Alg. 4). A corrector is built per
+solve as ``make(sde, score, snr, norm) -> solvers corrector(x, t, noise)``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Dict, Optional
 
-import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, call_score
-from ..sdes import SDE
+import solvers
+from solvers.pc import Corrector
 
-Draw = Callable[[Tensor], Tensor]
+from .._shapes import batch_time, batch_view
+from ..score import ScoreFn, call_score
+from ..sdes import SDE
 
 
 def _langevin_alpha(sde: SDE, t: Tensor) -> Tensor:
     """alpha_i of Song et al. 2021, Alg. 5: 1 - beta_i for the step of length T/N ending at t
     (= (alpha(t)/alpha(t - T/N))^2; 1 for the VESDE, Alg. 4)."""
     s = (t - sde.T / sde.N).clamp(min=0.0)
-    return (sde.marginal_coeffs_(t)[0] / sde.marginal_coeffs_(s)[0]) ** 2
+    return (sde._marginal_coeffs(t)[0] / sde._marginal_coeffs(s)[0]) ** 2
 
 
-def _batch_norm(v: Tensor) -> Tensor:
-    """Mean over the batch of the per-sample Euclidean norm (score_sde's LangevinCorrector)."""
-    return v.reshape(v.shape[0], -1).norm(dim=-1).mean()
+def langevin(sde: SDE, score: ScoreFn, snr: float, norm: str) -> Corrector:
+    """Langevin corrector (Song et al. 2021, Alg. 4 and 5) with norms per sample or over
+    the batch (``solvers.langevin_corrector``; score_sde uses ``norm="batch"``)."""
+    return solvers.langevin_corrector(
+        lambda x, t: call_score(score, x, batch_time(t, x)), snr,
+        alpha_fn=lambda t: _langevin_alpha(sde, t.reshape(1)), norm=norm)
 
 
-def langevin(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, snr: float, draw: Draw) -> Tensor:
-    """Langevin corrector (Song et al. 2021, Alg. 4 and 5): step = 2 alpha (snr |z| / |score|)^2,
-    x <- x + step score + sqrt(2 step) z."""
-    grad = call_score(score, x, t)
-    z = draw(x)
-    step = 2.0 * _langevin_alpha(sde, t) * (snr * _batch_norm(z) / _batch_norm(grad)) ** 2
-    step = batch_view(step, x)
-    return x + step * grad + torch.sqrt(2.0 * step) * z
-
-
-def annealed_langevin(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, snr: float,
-                      draw: Draw) -> Tensor:
+def annealed_langevin(sde: SDE, score: ScoreFn, snr: float, norm: str) -> Corrector:
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1, in score_sde's form):
-    step = 2 alpha (snr std(t))^2, x <- x + step score + sqrt(2 step) z."""
-    grad = call_score(score, x, t)
-    z = draw(x)
-    std = sde.marginal_coeffs_(t)[1]
-    step = batch_view(2.0 * _langevin_alpha(sde, t) * (snr * std) ** 2, x)
-    return x + step * grad + torch.sqrt(2.0 * step) * z
+    e = 2 alpha (snr std(t))^2, the same for every sample (``norm`` does not apply)."""
+    def corrector(x: Tensor, t: Tensor, noise: Optional[solvers.Noise]) -> Tensor:
+        grad = call_score(score, x, batch_time(t, x))
+        z = noise.draw(x)
+        t1 = t.reshape(1)
+        std = sde._marginal_coeffs(t1)[1]
+        step = batch_view(2.0 * _langevin_alpha(sde, t1) * (snr * std) ** 2, x)
+        return solvers.langevin_move(x, grad, z, step)
+
+    return corrector
 
 
-CORRECTORS = {"langevin": langevin, "ald": annealed_langevin, "none": None}
+CORRECTORS: Dict[str, Optional[Callable[[SDE, ScoreFn, float, str], Corrector]]] = {
+    "langevin": langevin, "ald": annealed_langevin, "none": None}

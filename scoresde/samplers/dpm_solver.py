@@ -14,119 +14,103 @@ network then receives the rounded or fractional index of each intermediate time)
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List
 
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
+from solvers import Update
+
+from ..grids import time_from_log_snr
+from ..score import ScoreFn, call_score, eps_from_score, x0_from_score
 from ..sdes import SDE
+from .grid import Grid
+
+#: Intermediate points of singlestep DPM-Solver-k, as fractions r of the step in lambda
+#: (Lu 2022a, Alg. 4 with r1 = 1/2; Alg. 5 with r1 = 1/3, r2 = 2/3).
+_INNER_R = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
 
 
-class _Model:
-    """eps- and x0-predictions of a score at a time, with alpha, std and lambda, on x's dtype.
-
-    Coefficients are computed once per time (not per sample) and reused: ``eps`` and ``x0``
-    take the step's alpha and std, and the multistep solver keeps those of t_{i+1} for the
-    next step, whose start time it is.
-    """
-
-    def __init__(self, sde: SDE, score: ScoreFn):
-        self.sde, self.score = sde, score
-
-    def coeffs(self, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        alpha, std = self.sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
-        return batch_view(alpha, x), batch_view(std, x), batch_view(torch.log(alpha / std), x)
-
-    def eps(self, x: Tensor, t: Tensor, std: Tensor) -> Tensor:
-        return -std * call_score(self.score, x, batch_time(t, x))
-
-    def x0(self, x: Tensor, t: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
-        return (x + std ** 2 * call_score(self.score, x, batch_time(t, x))) / alpha
+def singlestep_orders(steps: int, order: int) -> List[int]:
+    """The order of each singlestep interval for ``steps`` network evaluations: as many
+    steps of ``order`` as fit, then one step of the remainder (DPM-Solver's own API counts
+    steps in evaluations too; its reference code lowers the last two orders instead)."""
+    return [order] * (steps // order) + ([steps % order] if steps % order else [])
 
 
-def singlestep_step(sde: SDE, score: ScoreFn, order: int, inner: Tensor) -> Callable:
-    """A solvers step for singlestep DPM-Solver-``order`` (Lu 2022a, Alg. 1, 4, 5).
+def inner_grid(sde: SDE, ts: Tensor, orders: List[int], like: Tensor) -> Grid:
+    """The intermediate times of every singlestep interval, [n_steps * 2] (two slots per
+    interval, the unused ones at the interval's start), at lambda_s + r h, with coefficients."""
+    lam = 0.5 * sde.log_snr(ts.to(torch.float64).clamp(min=1e-12))
+    h = lam[1:] - lam[:-1]
+    inner = ts[:-1].to(torch.float64)[:, None].repeat(1, 2)
+    for k in set(orders) - {1}:
+        rows = torch.tensor([o == k for o in orders])
+        targets = torch.stack([lam[:-1] + r * h for r in _INNER_R[k]], -1)
+        times = time_from_log_snr(sde, 2.0 * targets.reshape(-1)).reshape(targets.shape)
+        inner[rows, :k - 1] = times[rows]
+    return Grid.build(sde, inner.reshape(-1), like)
 
-    ``inner`` [n_steps, order - 1] holds the intermediate times s_1 (and s_2) of each step,
-    at lambda_s + r h with r = 1/2 (order 2) or r = 1/3, 2/3 (order 3), precomputed.
-    """
-    model = _Model(sde, score)
-    count = [0]
-    start: List[Tuple[Tensor, Tensor, Tensor]] = []  # coefficients of the next step's start
 
-    def step(x: Tensor, s: Tensor, t: Tensor, noise) -> Tensor:
-        i = count[0]
-        count[0] += 1
-        a_s, sd_s, lam_s = start.pop() if start else model.coeffs(s, x)
-        a_t, sd_t, lam_t = model.coeffs(t, x)
-        start.append((a_t, sd_t, lam_t))
+def singlestep_step(sde: SDE, score: ScoreFn, grid: Grid, orders: List[int],
+                    inner: Grid) -> Callable:
+    """A solvers step for singlestep DPM-Solver (Lu 2022a, Alg. 1, 4, 5): interval i uses
+    ``orders[i]`` evaluations, at t_i and at the intermediate times ``inner`` (2i, 2i + 1)."""
+    def eps(x: Tensor, g: Grid, j: int, std: Tensor) -> Tensor:
+        return eps_from_score(call_score(score, x, g.time(j, x)), std)
+
+    def step(i: int, x: Tensor, s: Tensor, t: Tensor, noise) -> Update:
+        order = orders[i]
+        a_s, sd_s, lam_s = grid.at(i, x)
+        a_t, sd_t, lam_t = grid.at(i + 1, x)
         h = lam_t - lam_s
-        e_s = model.eps(x, s, sd_s)
+        e_s = eps(x, grid, i, sd_s)
         if order == 1:  # eq. 3.7
-            return a_t / a_s * x - sd_t * torch.expm1(h) * e_s
+            return Update(a_t / a_s * x - sd_t * torch.expm1(h) * e_s)
         if order == 2:  # DPM-Solver-2, Alg. 4 with r1 = 1/2
             r1 = 0.5
-            s1 = inner[i, 0]
-            a1, sd1, _ = model.coeffs(s1, x)
+            a1, sd1, _ = inner.at(2 * i, x)
             u = a1 / a_s * x - sd1 * torch.expm1(r1 * h) * e_s
-            d = model.eps(u, s1, sd1) - e_s
-            return a_t / a_s * x - sd_t * torch.expm1(h) * e_s - sd_t / (2 * r1) * torch.expm1(h) * d
+            d = eps(u, inner, 2 * i, sd1) - e_s
+            return Update(a_t / a_s * x - sd_t * torch.expm1(h) * e_s
+                          - sd_t / (2 * r1) * torch.expm1(h) * d)
         # DPM-Solver-3, Alg. 5 with r1 = 1/3, r2 = 2/3
-        r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-        s1, s2 = inner[i, 0], inner[i, 1]
-        a1, sd1, _ = model.coeffs(s1, x)
-        a2, sd2, _ = model.coeffs(s2, x)
+        r1, r2 = _INNER_R[3]
+        a1, sd1, _ = inner.at(2 * i, x)
+        a2, sd2, _ = inner.at(2 * i + 1, x)
         u1 = a1 / a_s * x - sd1 * torch.expm1(r1 * h) * e_s
-        d1 = model.eps(u1, s1, sd1) - e_s
+        d1 = eps(u1, inner, 2 * i, sd1) - e_s
         u2 = (a2 / a_s * x - sd2 * torch.expm1(r2 * h) * e_s
               - sd2 * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1.0) * d1)
-        d2 = model.eps(u2, s2, sd2) - e_s
-        return (a_t / a_s * x - sd_t * torch.expm1(h) * e_s
-                - sd_t / r2 * (torch.expm1(h) / h - 1.0) * d2)
+        d2 = eps(u2, inner, 2 * i + 1, sd2) - e_s
+        return Update(a_t / a_s * x - sd_t * torch.expm1(h) * e_s
+                      - sd_t / r2 * (torch.expm1(h) / h - 1.0) * d2)
 
     return step
 
 
-def inner_times(sde: SDE, ts: Tensor, order: int) -> Tensor:
-    """Intermediate times [len(ts) - 1, order - 1] of singlestep DPM-Solver at lambda_s + r h."""
-    from ..grids import time_from_log_snr
-    if order == 1:
-        return ts.new_zeros(len(ts) - 1, 0)
-    rs = [0.5] if order == 2 else [1.0 / 3.0, 2.0 / 3.0]
-    lam = 0.5 * sde.log_snr(ts.to(torch.float64).clamp(min=1e-12))
-    h = lam[1:] - lam[:-1]
-    targets = torch.stack([lam[:-1] + r * h for r in rs], -1)
-    return time_from_log_snr(sde, 2.0 * targets.reshape(-1)).reshape(targets.shape).to(ts)
-
-
-def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_prediction: bool,
+def multistep_step(sde: SDE, score: ScoreFn, grid: Grid, order: int, data_prediction: bool,
                    lower_order_final: bool = True) -> Callable:
     """A solvers step for multistep DPM-Solver (Lu 2022b, Alg. 2 / App. B) or DPM-Solver++.
 
     Step i uses order min(order, i + 1) (warm-up from the stored history) and, with
     ``lower_order_final``, min(order, n_steps - i) near the end, which keeps few-step
-    sampling stable (Lu 2022b, Sec. 5). One network evaluation per step.
+    sampling stable (Lu 2022b, Sec. 5). One network evaluation per step; the model outputs
+    of the last three grid times are kept, by step index.
     """
-    model = _Model(sde, score)
-    hist: List[Tuple[Tensor, Tensor]] = []  # (lambda, model output) at previous grid times
-    count = [0]
-    start: List[Tuple[Tensor, Tensor, Tensor]] = []  # coefficients of the next step's start
+    n_steps = len(grid) - 1
+    outputs: Dict[int, Tensor] = {}  # step index -> model output at t_i
 
-    def step(x: Tensor, s: Tensor, t: Tensor, noise) -> Tensor:
-        i = count[0]
-        count[0] += 1
+    def step(i: int, x: Tensor, s: Tensor, t: Tensor, noise) -> Update:
         k = min(order, i + 1)
         if lower_order_final:
             k = min(k, n_steps - i)
-        a_s, sd_s, lam_s = start.pop() if start else model.coeffs(s, x)
-        a_t, sd_t, lam_t = model.coeffs(t, x)
-        start.append((a_t, sd_t, lam_t))
-        m0 = model.x0(x, s, a_s, sd_s) if data_prediction else model.eps(x, s, sd_s)
-        hist.append((lam_s, m0))
-        del hist[:-3]
+        a_s, sd_s, lam_s = grid.at(i, x)
+        a_t, sd_t, lam_t = grid.at(i + 1, x)
+        sc = call_score(score, x, grid.time(i, x))
+        m0 = x0_from_score(x, sc, a_s, sd_s) if data_prediction else eps_from_score(sc, sd_s)
+        outputs[i] = m0
+        outputs.pop(i - 3, None)
         h = lam_t - lam_s
         # Backward differences in lambda with r_j = (past step j)/h:
         #   D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1) ~ h m'  and  D2 ~ h^2 m''  (to O(h^3)).
@@ -138,11 +122,11 @@ def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_pred
         # order 2 (fitted slopes 1.4 for ++ and 2.2 for noise prediction on the quadratic
         # grid in tests/scoresde/test_fewstep_samplers.py; about 3 with the factor 2 here).
         if k >= 2:
-            lam1, m1 = hist[-2]
+            lam1, m1 = grid.at(i - 1, x)[2], outputs[i - 1]
             r0 = (lam_s - lam1) / h
             d1_0 = (m0 - m1) / r0
         if k == 3:
-            lam2, m2 = hist[-3]
+            lam2, m2 = grid.at(i - 2, x)[2], outputs[i - 2]
             r1 = (lam1 - lam2) / h
             d1_1 = (m1 - m2) / r1
             d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
@@ -155,7 +139,7 @@ def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_pred
                 out = out - 0.5 * a_t * phi1 * d1_0
             elif k == 3:  # 3M (Lu 2022b, App. B, third-order multistep)
                 out = out + a_t * (phi1 / h + 1.0) * d1 - a_t * ((phi1 + h) / h ** 2 - 0.5) * d2
-            return out
+            return Update(out)
         # DPM-Solver (noise prediction): x_t = (alpha_t/alpha_s) x - std_t (e^h - 1) eps + ...
         phi1 = torch.expm1(h)
         out = a_t / a_s * x - sd_t * phi1 * m0
@@ -163,6 +147,6 @@ def multistep_step(sde: SDE, score: ScoreFn, order: int, n_steps: int, data_pred
             out = out - 0.5 * sd_t * phi1 * d1_0
         elif k == 3:      # multistep DPM-Solver-3
             out = out - sd_t * (phi1 / h - 1.0) * d1 - sd_t * ((phi1 - h) / h ** 2 - 0.5) * d2
-        return out
+        return Update(out)
 
     return step

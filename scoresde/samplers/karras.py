@@ -12,14 +12,16 @@ The final step to sigma = 0 is a single Euler step, i.e. x = D(x~; sigma_{N-1}).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .._validation import batch_view
-from ..dynamics import ScoreFn, batch_time, call_score, scalar_time
+from solvers import Update
+
+from ..score import ScoreFn, call_score, x0_from_score
 from ..sdes import SDE
+from .grid import Grid
 
 
 def churn_gammas(sigmas: Tensor, s_churn: float, s_tmin: float, s_tmax: float) -> Tensor:
@@ -30,43 +32,36 @@ def churn_gammas(sigmas: Tensor, s_churn: float, s_tmin: float, s_tmax: float) -
     return torch.where(inside, torch.full_like(sigmas, g), torch.zeros_like(sigmas))
 
 
-def heun_step(sde: SDE, score: ScoreFn, t_hat: Tensor, s_noise: float,
-              churn: Optional[Sequence[bool]] = None) -> Callable:
+def heun_step(sde: SDE, score: ScoreFn, grid: Grid, churned: Grid, churn: Sequence[bool],
+              s_noise: float) -> Callable:
     """A solvers step for one Heun step of EDM from grid time t_i to t_{i+1} (both > 0).
 
-    ``t_hat`` [n_steps] holds the churned times t(sigma_i (1 + gamma_i)); where it equals
-    t_i no noise is drawn (deterministic Alg. 1). ``churn[i]`` (optional) says whether
-    t_hat[i] > t_i in the state's dtype, known up front; without it the step compares
-    on the device, which waits for it at every step.
+    ``churned`` holds the churned times t_hat_i = t(sigma_i (1 + gamma_i)) with their
+    coefficients; ``churn[i]`` says whether t_hat_i > t_i in the state's dtype (known up
+    front, so no step waits for the device). Where it is False no noise is drawn
+    (deterministic Alg. 1).
     """
-    count = [0]
-    start: list = []  # coefficients of t_{i+1}, the next step's start time
+    def coeffs(g: Grid, i: int, x: Tensor):
+        alpha, std, _ = g.at(i, x)
+        return alpha, std / alpha, std
 
-    def coeffs(t: Tensor, x: Tensor):
-        alpha, std = sde.marginal_coeffs_(scalar_time(batch_time(t, x)))
-        return batch_view(alpha, x), batch_view(std / alpha, x), batch_view(std ** 2, x)
-
-    def denoise(xs: Tensor, t: Tensor, alpha: Tensor, std2: Tensor) -> Tensor:
-        # D(x~; sigma) = x0(x = alpha x~) = (x + std^2 score)/alpha
+    def denoise(xs: Tensor, g: Grid, i: int, alpha: Tensor, std: Tensor) -> Tensor:
+        # D(x~; sigma) = x0(x = alpha x~), Tweedie's formula
         x = alpha * xs
-        return (x + std2 * call_score(score, x, batch_time(t, x))) / alpha
+        return x0_from_score(x, call_score(score, x, g.time(i, x)), alpha, std)
 
-    def step(x: Tensor, t0: Tensor, t1: Tensor, noise) -> Tensor:
-        i = count[0]
-        count[0] += 1
-        a0, sig0, v0 = start.pop() if start else coeffs(t0, x)
+    def step(i: int, x: Tensor, t0: Tensor, t1: Tensor, noise) -> Update:
+        g0, j = grid, i
+        a0, sig0, sd0 = coeffs(grid, i, x)
         xs = x / a0
-        # churn: sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
-        if churn[i] if churn is not None else bool(t_hat[i].to(t0) > t0):
-            th = t_hat[i].to(t0)
-            a_hat, sig_hat, v_hat = coeffs(th, x)
+        if churn[i]:  # sigma_hat^2 - sigma_i^2 of fresh variance (Alg. 2, line 5)
+            a_hat, sig_hat, sd_hat = coeffs(churned, i, x)
             xs = xs + torch.sqrt(sig_hat ** 2 - sig0 ** 2) * s_noise * noise.draw(x)
-            t0, a0, sig0, v0 = th, a_hat, sig_hat, v_hat
-        a1, sig1, v1 = coeffs(t1, x)
-        start.append((a1, sig1, v1))
-        d0 = (xs - denoise(xs, t0, a0, v0)) / sig0                 # Alg. 1, line 4
+            g0, a0, sig0, sd0 = churned, a_hat, sig_hat, sd_hat
+        a1, sig1, sd1 = coeffs(grid, i + 1, x)
+        d0 = (xs - denoise(xs, g0, j, a0, sd0)) / sig0             # Alg. 1, line 4
         xs1 = xs + (sig1 - sig0) * d0                              # line 5
-        d1 = (xs1 - denoise(xs1, t1, a1, v1)) / sig1               # line 7
-        return a1 * (xs + (sig1 - sig0) * 0.5 * (d0 + d1))         # line 8
+        d1 = (xs1 - denoise(xs1, grid, i + 1, a1, sd1)) / sig1     # line 7
+        return Update(a1 * (xs + (sig1 - sig0) * 0.5 * (d0 + d1)))  # line 8
 
     return step

@@ -6,7 +6,8 @@ Every SDE here is linear with scalar coefficients,
 
 so that x_t | x_0 ~ N(alpha(t) x_0, std(t)^2 I). A subclass gives two things: the
 coefficients (f, g) and the marginal coefficients (alpha, std); every other method
-(drift/diffusion, marginals, prior, exact discretization, log-SNR) is written once here.
+(drift/diffusion, marginals, prior, exact discretization, log-SNR and its half
+lambda = log(alpha/std)) is written once here.
 """
 from __future__ import annotations
 
@@ -17,8 +18,61 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._validation import (TimeLike, batch_view, check_int, check_real, check_shape, check_state,
-                           check_time)
+from solvers.validation import (_describe, _got, check_int, check_real, check_shape, check_state,
+                                is_real_number)
+
+from .._shapes import batch_view
+
+#: A time argument: a float or a [batch] tensor in [0, T].
+TimeLike = Union[float, int, Tensor]
+
+# Times computed in float32 (e.g. a linspace ending at T) may overshoot [0, T] by a few
+# ulps; such values are accepted and clamped. Anything further out is an error.
+_TIME_SLACK = 1e-6
+
+
+def check_time(t: TimeLike, T: float, *, batch: Optional[int] = None,
+               like: Optional[Tensor] = None, name: str = "t") -> Tensor:
+    """Validate a time argument in [0, T] and return it as a [batch] tensor (``SDE.time``).
+
+    Args:
+        t: a float, a 0-d tensor or a [batch] tensor of times in [0, T].
+        T: the end time of the SDE.
+        batch: the batch size to broadcast to (None: keep t's own length, 1 for scalars).
+        like: a tensor whose dtype and device the result takes (default: t's own, or
+            torch's default dtype on the CPU for Python numbers).
+        name: the argument name used in error messages.
+
+    Returns:
+        A floating [batch] tensor.
+    """
+    dtype = like.dtype if like is not None and like.is_floating_point() else None
+    device = like.device if like is not None else None
+    if isinstance(t, Tensor):
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
+        tt = t.to(dtype=dtype or (t.dtype if t.is_floating_point()
+                                  else torch.get_default_dtype()), device=device)
+    elif is_real_number(t):
+        tt = torch.tensor(float(t), dtype=dtype or torch.get_default_dtype(), device=device)
+    else:
+        raise TypeError(f"{name} must be a float or a [batch] tensor, {_got(t)}")
+    if tt.dim() > 1:
+        raise ValueError(f"{name} must be a float or a 1-D [batch] tensor, got shape "
+                         f"{tuple(tt.shape)}")
+    if tt.dim() == 1 and batch is not None and tt.shape[0] not in (batch, 1):
+        raise ValueError(f"{name} has shape {tuple(tt.shape)} but the state has batch "
+                         f"size {batch}; pass a float or a tensor of shape [{batch}]")
+    if torch.isnan(tt).any():
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got {_describe(t)}"
+                         + (", which contains NaN" if isinstance(t, Tensor) else ""))
+    slack = _TIME_SLACK * max(T, 1.0)
+    if (tt < -slack).any() or (tt > T + slack).any():
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T:g}], got "
+                         f"{_describe(t)} (min {tt.min().item():g}, max {tt.max().item():g})")
+    tt = tt.clamp(0.0, T)
+    n = batch if batch is not None else (tt.shape[0] if tt.dim() == 1 else 1)
+    return tt.reshape(-1).expand(n) if tt.numel() == 1 else tt
 
 
 class SDE(abc.ABC):
@@ -40,7 +94,7 @@ class SDE(abc.ABC):
         """(f(t), g(t)), each [batch], for a validated [batch] time tensor."""
 
     @abc.abstractmethod
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         """(alpha(t), std(t)), each [batch], for a validated [batch] time tensor."""
 
     @property
@@ -67,19 +121,30 @@ class SDE(abc.ABC):
 
     def marginal_coeffs(self, t: TimeLike) -> Tuple[Tensor, Tensor]:
         """(alpha(t), std(t)), each [batch]: x_t = alpha x_0 + std z, z ~ N(0, I)."""
-        return self.marginal_coeffs_(self.time(t))
+        return self._marginal_coeffs(self.time(t))
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> Tuple[Tensor, Tensor]:
         """Mean (shaped like x0) and std ([batch]) of the transition x_t | x_0."""
         check_state("x0", x0)
         t = self.time(t, batch=x0.shape[0], like=x0)
-        alpha, std = self.marginal_coeffs_(t)
+        alpha, std = self._marginal_coeffs(t)
         return batch_view(alpha, x0) * x0, std
 
     def log_snr(self, t: TimeLike) -> Tensor:
-        """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021)."""
+        """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021);
+        log_snr = 2 lambda with lambda = :meth:`half_log_snr`."""
         alpha, std = self.marginal_coeffs(t)
         return 2.0 * (torch.log(alpha) - torch.log(std))
+
+    def half_log_snr(self, t: TimeLike) -> Tensor:
+        """lambda(t) = log(alpha / std) = log_snr / 2, [batch]: DPM-Solver's time variable
+        (Lu et al. 2022, Sec. 3.1); +inf where std = 0 (t = 0 of the VP schedules)."""
+        return self._half_log_snr(self.time(t))
+
+    def _half_log_snr(self, t: Tensor) -> Tensor:
+        """:meth:`half_log_snr` for a validated [batch] time tensor."""
+        alpha, std = self._marginal_coeffs(t)
+        return torch.log(alpha / std)
 
     def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                        dtype: Optional[torch.dtype] = None,
@@ -126,9 +191,14 @@ class SDE(abc.ABC):
                 raise ValueError(f"dt must be > 0, got {dt.min().item()}")
         else:
             dt = check_real("dt", dt, positive=True)
+        return self._discretize(x, t, dt)
+
+    def _discretize(self, x: Tensor, t: Tensor, dt: Union[float, Tensor]
+                    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`discretize` for a validated [batch] (or [1]) time t and step dt > 0."""
         s = (t - dt).clamp(min=0.0)
-        alpha_t, std_t = self.marginal_coeffs_(t)
-        alpha_s, std_s = self.marginal_coeffs_(s)
+        alpha_t, std_t = self._marginal_coeffs(t)
+        alpha_s, std_s = self._marginal_coeffs(s)
         a = alpha_t / alpha_s
         G2 = (std_t ** 2 - a ** 2 * std_s ** 2).clamp(min=0.0)
         return batch_view(a - 1.0, x) * x, torch.sqrt(G2)
@@ -147,26 +217,26 @@ class VPTypeSDE(SDE):
     """
 
     @abc.abstractmethod
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         """log alpha(t) = (1/2) log alphabar(t) for a validated [batch] tensor."""
 
     @abc.abstractmethod
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         """beta(t) for a validated [batch] tensor."""
 
     def beta(self, t: TimeLike) -> Tensor:
         """The noise rate beta(t), [batch]."""
-        return self.beta_(self.time(t))
+        return self._beta(self.time(t))
 
     def alphas_cumprod(self, t: TimeLike) -> Tensor:
         """alphabar(t) = alpha(t)^2, [batch]; DDPM's cumulative product of (1 - beta_i)."""
-        return torch.exp(2.0 * self.log_alpha_(self.time(t)))
+        return torch.exp(2.0 * self._log_alpha(self.time(t)))
 
     def coefficients(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        beta = self.beta_(t)
+        beta = self._beta(t)
         return -0.5 * beta, torch.sqrt(beta)
 
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        log_alpha = self.log_alpha_(t)
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        log_alpha = self._log_alpha(t)
         # std = sqrt(1 - alphabar), with expm1 for accuracy as t -> 0.
         return torch.exp(log_alpha), torch.sqrt((-torch.expm1(2.0 * log_alpha)).clamp(min=0.0))

@@ -21,8 +21,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .._validation import TimeLike, _got, check_int, check_real
-from .base import VPTypeSDE
+from solvers.validation import _got, check_int, check_real
+
+from .base import TimeLike, VPTypeSDE
 
 
 def _pchip_slopes(y: Tensor) -> Tensor:
@@ -136,8 +137,17 @@ class DiscreteVPSDE(VPTypeSDE):
 
     def time_to_index(self, t: TimeLike) -> Tensor:
         """Nearest DDPM index round(t N - 1), clamped to {0..N-1}, as torch.long."""
-        t = self.time(t)
+        return self._index(self.time(t))
+
+    def _index(self, t: Tensor) -> Tensor:
+        """:meth:`time_to_index` for a validated [batch] time tensor (what a network trained
+        on integer timesteps receives)."""
         return torch.round(t * self.N - 1.0).clamp(0, self.N - 1).long()
+
+    def _fractional_index(self, t: Tensor) -> Tensor:
+        """The index as a float, t N - 1 clamped at 0 (index i at t_i = (i + 1)/N), for a
+        validated [batch] time tensor."""
+        return (t * self.N - 1.0).clamp(min=0.0)
 
     # -- the interpolated schedule ----------------------------------------------------
     def _table(self, like: Tensor):
@@ -161,9 +171,9 @@ class DiscreteVPSDE(VPTypeSDE):
         return ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * d0
                 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * d1)
 
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         return 0.5 * self._hermite(t, derivative=False)
 
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         # beta(t) = -d/dt log alphabar(t) = -N d/du log alphabar
         return (-self.N * self._hermite(t, derivative=True)).clamp(min=0.0)

@@ -23,14 +23,14 @@ class SubVPSDE(LinearBeta, SDE):
 
     def beta(self, t) -> Tensor:
         """The noise rate beta(t), [batch]."""
-        return self.beta_(self.time(t))
+        return self._beta(self.time(t))
 
     def coefficients(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        beta = self.beta_(t)
+        beta = self._beta(t)
         # exp(-2 int_0^t beta) = alpha(t)^4
-        discount = -torch.expm1(4.0 * self.log_alpha_(t))
+        discount = -torch.expm1(4.0 * self._log_alpha(t))
         return -0.5 * beta, torch.sqrt(beta * discount)
 
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        log_alpha = self.log_alpha_(t)
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        log_alpha = self._log_alpha(t)
         return torch.exp(log_alpha), -torch.expm1(2.0 * log_alpha)

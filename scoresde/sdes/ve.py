@@ -7,7 +7,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_real
+from solvers.validation import check_real
+
 from .base import SDE
 
 
@@ -42,5 +43,5 @@ class VESDE(SDE):
         # g(t)^2 = d sigma(t)^2 / dt = 2 sigma(t)^2 log(sigma_max / sigma_min)
         return torch.zeros_like(t), self.sigma(t) * math.sqrt(2.0 * self._log_ratio)
 
-    def marginal_coeffs_(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+    def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         return torch.ones_like(t), self.sigma(t)

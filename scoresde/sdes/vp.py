@@ -6,7 +6,8 @@ import math
 import torch
 from torch import Tensor
 
-from .._validation import check_real
+from solvers.validation import check_real
+
 from .base import VPTypeSDE
 
 
@@ -24,10 +25,10 @@ class LinearBeta:
     def config(self) -> dict:
         return {"beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
 
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         # log alpha(t) = -1/2 int_0^t beta = -t^2 (b1 - b0)/4 - t b0/2 (Song et al. 2021, eq. 33)
         return -0.25 * t ** 2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
@@ -73,12 +74,12 @@ class CosineVPSDE(VPTypeSDE):
         theta = 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
         return (2.0 * torch.log(torch.cos(theta)) - self._log_h0).clamp(max=0.0)
 
-    def beta_(self, t: Tensor) -> Tensor:
+    def _beta(self, t: Tensor) -> Tensor:
         theta = 0.5 * math.pi * (t.clamp(max=self.t_clip) + self.s) / (1.0 + self.s)
         return torch.where(t < self.t_clip, math.pi / (1.0 + self.s) * torch.tan(theta),
                            torch.full_like(t, self.beta_max))
 
-    def log_alpha_(self, t: Tensor) -> Tensor:
+    def _log_alpha(self, t: Tensor) -> Tensor:
         tc = torch.full_like(t, self.t_clip)
         inside = self._log_alphabar_unclipped(t.clamp(max=self.t_clip))
         beyond = self._log_alphabar_unclipped(tc) - self.beta_max * (t - tc).clamp(min=0.0)

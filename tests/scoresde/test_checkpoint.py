@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 import scoresde as sd
-from scoresde.checkpoint import (CheckpointError, load_checkpoint, read_config,
-                                 save_checkpoint)
+from scoresde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scoresde.data import load_dataset
 from scoresde.nets import MLP, UNet
 from scoresde.training import TrainConfig, Trainer
@@ -152,9 +151,6 @@ def test_truncated_and_corrupt_files(tmp_path):
     cfg_path.write_text(text[: len(text) // 2])
     with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON.*truncated"):
         load_checkpoint(tmp_path)
-    cfg_path.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(CheckpointError, match="not a scoresde checkpoint"):
-        read_config(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
     os.unlink(cfg_path)

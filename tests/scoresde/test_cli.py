@@ -84,9 +84,9 @@ def test_resume_equals_uninterrupted_training(tmp_path, capsys):
 
 # -- sample -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("solver, steps, nfe", [
-    ("pc", 5, 10),                # a predictor and one corrector step per step
+    ("pc", 10, 10),               # 5 grid steps: a predictor and one corrector move each
     ("euler_maruyama", 7, 7),
-    ("ode_heun", 4, 8),
+    ("ode_heun", 8, 8),           # 4 Heun steps
 ])
 def test_sample_fixed_step_solvers(moons_run, tmp_path, capsys, solver, steps, nfe):
     png, npy = tmp_path / "s.png", tmp_path / "s.npy"

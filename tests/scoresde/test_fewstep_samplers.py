@@ -9,8 +9,8 @@ import torch
 import scoresde as sd
 import solvers
 from scoresde.grids import time_grid
-from scoresde.samplers import dpm_solver, updates
-from scoresde.samplers.api import _predictor_step
+from scoresde.samplers import dpm_solver, predictors
+from scoresde.samplers.grid import Grid
 
 
 def _gaussian(sde):
@@ -24,15 +24,16 @@ def test_ddim_equals_dpm_solver_1_and_dpm_solver_pp_1():
     x_T = sde.prior_sampling((64, 2), generator=torch.Generator().manual_seed(0))
     ts = time_grid(sde, 12, 1e-3, "logsnr")
 
-    class Ctx:
-        pass
-    ctx = Ctx()
-    ctx.sde, ctx.score = sde, oracle.score
-    ddim = solvers.integrate(_predictor_step(ctx, updates.ddim, ts[-1].item()), x_T, ts).x
-    dpm1 = solvers.integrate(dpm_solver.singlestep_step(sde, oracle.score, 1,
-                                                        dpm_solver.inner_times(sde, ts, 1)),
-                             x_T, ts).x
-    pp1 = solvers.integrate(dpm_solver.multistep_step(sde, oracle.score, 1, 12, True), x_T, ts).x
+    grid = Grid.build(sde, ts, x_T)
+
+    def ddim_step(i, x, t0, t1, noise):
+        return predictors.ddim(sde, oracle.score, grid, i, x)
+    ddim = solvers.integrate(ddim_step, x_T, ts).x
+    dpm1 = solvers.integrate(dpm_solver.singlestep_step(
+        sde, oracle.score, grid, [1] * 12, dpm_solver.inner_grid(sde, grid.t, [1] * 12, x_T)),
+        x_T, ts).x
+    pp1 = solvers.integrate(dpm_solver.multistep_step(sde, oracle.score, grid, 1, True),
+                            x_T, ts).x
     via_api = sd.sample(oracle.score, sde, (64, 2), "dpm_solver", x_T=x_T, steps=12, order=1).x
     assert (ddim - dpm1).abs().max() < 1e-10
     assert (ddim - pp1).abs().max() < 1e-10
@@ -59,7 +60,14 @@ def _slope(solver, steps_list, **kw):
     ("heun_karras", dict(), 2),
 ])
 def test_declared_order_on_gaussian_oracle(solver, kw, order):
-    steps = [20, 40, 80] if solver != "heun_karras" else [20, 40, 80]
+    grid_steps = [20, 40, 80]
+    # steps counts network evaluations: order per singlestep step, 2n - 1 for n noise levels
+    if solver == "heun_karras":
+        steps = [2 * n - 1 for n in grid_steps]
+    elif kw.get("method", "singlestep") == "singlestep" and solver == "dpm_solver":
+        steps = [kw["order"] * n for n in grid_steps]
+    else:
+        steps = grid_steps
     slope = _slope(solver, steps, **kw)
     assert abs(slope - order) < 0.3, slope
 
@@ -69,7 +77,8 @@ def test_karras_heun_matches_algorithm_1_on_ve():
     oracle = _gaussian(sde)
     N, eps, rho = 12, 1e-3, 7.0
     x = sde.prior_sampling((32, 2), generator=torch.Generator().manual_seed(2))
-    ours = sd.sample(oracle.score, sde, (32, 2), "heun_karras", x_T=x, steps=N, eps=eps).x
+    ours = sd.sample(oracle.score, sde, (32, 2), "heun_karras", x_T=x, steps=2 * N - 1,
+                     eps=eps).x
 
     # Karras et al. 2022, Alg. 1, written from the paper; sigma = std for the VESDE
     s_max, s_min = 50.0, 0.01 * (50.0 / 0.01) ** eps
@@ -90,11 +99,11 @@ def test_karras_heun_matches_algorithm_1_on_ve():
 def test_karras_churn_draws_noise_and_stays_reproducible():
     sde = sd.VPSDE()
     oracle = _gaussian(sde)
-    a = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=10, s_churn=5.0,
+    a = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=19, s_churn=5.0,
                   generator=torch.Generator().manual_seed(3))
-    b = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=10, s_churn=5.0,
+    b = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=19, s_churn=5.0,
                   generator=torch.Generator().manual_seed(3))
-    c = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=10,
+    c = sd.sample(oracle.score, sde, (16, 2), "heun_karras", steps=19,
                   generator=torch.Generator().manual_seed(3))
     assert torch.equal(a.x, b.x) and not torch.allclose(a.x, c.x)
     assert a.nfe == 2 * 10 - 1

@@ -415,7 +415,7 @@ CASES: List[Case] = [
     Case("sample/score-returns-float-0.5", lambda: smp("ddim", steps=3, s=score(lambda x, t: 0.5)),
          T, has("score", "0.5", "float", "tensor"), calls=1),
     Case("sample/score-returns-int64",
-         lambda: smp("pc", steps=3, s=score(lambda x, t: torch.zeros_like(x, dtype=torch.long))),
+         lambda: smp("pc", steps=4, s=score(lambda x, t: torch.zeros_like(x, dtype=torch.long))),
          T, has("score", "torch.int64", "floating-point", "torch.float64"), calls=1),
     Case("sample/ScoreModel-net-returns-nan",
          lambda: smp("dpm_solver++", steps=3, s=model(lambda x, t: torch.full_like(x, NAN))), V,

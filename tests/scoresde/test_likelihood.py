@@ -460,7 +460,7 @@ class _EigenGaussianScore:
         self.mu, self.q, self.lam, self.sde = mu, q, lam, sde
 
     def __call__(self, x, t):
-        alpha, std = self.sde.marginal_coeffs_(t)
+        alpha, std = self.sde._marginal_coeffs(t)
         y = (x - alpha[:, None] * self.mu) @ self.q
         return -(y / (alpha[:, None] ** 2 * self.lam + std[:, None] ** 2)) @ self.q.T
 

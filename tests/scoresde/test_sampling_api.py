@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import scoresde as sd
+import solvers
 from scoresde.samplers import SOLVERS, list_solvers, sample
 
 try:
@@ -105,14 +106,14 @@ DRAWS = [
     ("euler_maruyama", {"steps": 9}, 8),
     ("reverse_diffusion", {"steps": 9}, 8),
     ("ancestral", {"steps": 9}, 8),
-    ("pc", {"steps": 9}, 9 + 8),                      # one corrector draw per level
-    ("pc", {"steps": 9, "corrector_steps": 3}, 27 + 8),
+    ("pc", {"steps": 18}, 9 + 8),                     # one corrector draw per level
+    ("pc", {"steps": 36, "corrector_steps": 3}, 27 + 8),
     ("pc", {"steps": 9, "corrector": "none"}, 8),
     ("pc", {"steps": 9, "predictor": "none", "corrector": "ald"}, 9),
     ("ddim", {"steps": 9, "eta": 1.0}, 8),
     ("ddim", {"steps": 9, "eta": 0.0}, 0),
     ("ode_euler", {"steps": 9}, 0),
-    ("ode_rk4", {"steps": 9}, 0),
+    ("ode_rk4", {"steps": 36}, 0),
     ("ode", {}, 0),
 ]
 
@@ -157,7 +158,8 @@ def test_prior_is_the_first_draw(gauss_score, name, prior_std):
 
 @pytest.mark.parametrize("solver", ["euler_maruyama", "pc", "ode_heun", "ddim"])
 def test_float32(vp, solver):
-    res = sample(unit_score, vp, SHAPE, solver=solver, steps=5, generator=_gen(0),
+    steps = {"pc": 10, "ode_heun": 10}.get(solver, 5)  # network evaluations
+    res = sample(unit_score, vp, SHAPE, solver=solver, steps=steps, generator=_gen(0),
                  dtype=torch.float32)
     assert res.x.dtype == torch.float32 and bool(torch.isfinite(res.x).all())
 
@@ -230,18 +232,19 @@ NFE = [
     ("euler_maruyama", {"steps": 10}, 10),
     ("reverse_diffusion", {"steps": 10}, 10),
     ("ancestral", {"steps": 10}, 10),
-    ("pc", {"steps": 10}, 20),
-    ("pc", {"steps": 10, "corrector_steps": 2}, 30),
+    ("pc", {"steps": 20}, 20),
+    ("pc", {"steps": 30, "corrector_steps": 2}, 30),
     ("pc", {"steps": 10, "corrector": "none"}, 10),
     ("pc", {"steps": 10, "predictor": "none"}, 10),
     ("ode_euler", {"steps": 10}, 10),
-    ("ode_heun", {"steps": 10}, 20),
-    ("ode_rk4", {"steps": 10}, 40),
+    ("ode_heun", {"steps": 20}, 20),
+    ("ode_rk4", {"steps": 40}, 40),
     ("ddim", {"steps": 10}, 10),
     ("euler_maruyama", {"steps": 10, "denoise": True}, 11),
-    ("pc", {"steps": 10, "denoise": True}, 21),
-    ("ode_rk4", {"steps": 10, "denoise": True}, 41),
+    ("pc", {"steps": 20, "denoise": True}, 21),
+    ("ode_rk4", {"steps": 40, "denoise": True}, 41),
     ("ode_euler", {}, 100),            # the default: 100 steps for the fixed-step ODE solvers
+    ("ode_rk4", {}, 400),
     ("euler_maruyama", {}, 1000),      # the default: sde.N steps
 ]
 
@@ -281,10 +284,12 @@ TRAJ = [("euler_maruyama", {}), ("ancestral", {}), ("pc", {}), ("ode_euler", {})
 
 @pytest.mark.parametrize("solver,opts", TRAJ, ids=[s for s, _ in TRAJ])
 def test_trajectory_shapes_and_callback(vp, solver, opts):
-    steps = 6
+    steps = 6  # grid steps; ``steps=`` counts network evaluations
+    per_step = {"pc": 2, "ode_heun": 2, "ode_rk4": 4}.get(solver, 1)
     calls = []
     x_T = torch.randn(IMAGE_SHAPE, generator=_gen(2), dtype=torch.float64)
-    res = sample(unit_score, vp, IMAGE_SHAPE, solver=solver, steps=steps, generator=_gen(2),
+    res = sample(unit_score, vp, IMAGE_SHAPE, solver=solver, steps=steps * per_step,
+                 generator=_gen(2),
                  x_T=x_T, return_trajectory=True,
                  callback=lambda i, t, x: calls.append((i, float(t), x.clone())), **opts)
     assert res.x.shape == IMAGE_SHAPE
@@ -404,3 +409,33 @@ def test_samples_follow_the_network_dtype_and_mismatch_is_named():
     with pytest.raises(ValueError, match=r"x_T is torch.float64 on cpu but the score "
                                          r"network's parameters are torch.float32 on cpu"):
         sd.sample(model, sde, (4, 2), solver="ddim", steps=3, dtype=torch.float64)
+
+
+def test_steps_is_the_number_of_network_evaluations_for_every_fixed_step_solver(vp):
+    """result.nfe == steps for each fixed-step sampler of the registry (without denoise),
+    for the smallest valid steps and a larger one; a steps that does not fit the sampler's
+    rule is an error naming the nearest valid values, before any evaluation."""
+    ddpm = sd.DiscreteVPSDE.linear(N=40)
+    for name, spec in SOLVERS.items():
+        if spec.adaptive:
+            continue
+        sde = ddpm if spec.requires is sd.DiscreteVPSDE else vp
+        score = unit_score if sde is ddpm else CountingScore(unit_score)
+        for steps in _valid_steps(name, spec):
+            res = sample(score, sde, SHAPE, solver=name, steps=steps, generator=_gen(0))
+            assert res.nfe == steps, f"{name}: steps={steps} made {res.nfe} evaluations"
+        if spec.steps_rule:
+            bad = _valid_steps(name, spec)[0] + 1
+            counter = CountingScore(unit_score)
+            with pytest.raises(ValueError, match=rf"steps.*{bad}.*use \d+ or \d+"):
+                sample(counter, sde, SHAPE, solver=name, steps=bad, generator=_gen(0))
+            assert counter.calls == 0
+
+
+def _valid_steps(name, spec):
+    if name == "heun_karras":
+        return [3, 9]
+    if name.startswith("ode_"):
+        n = solvers.FIXED_ODE_METHODS[name[4:]].stages
+        return [n, 5 * n]
+    return [2, 10] if name == "pc" else [1, 7]

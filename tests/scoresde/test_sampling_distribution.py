@@ -80,17 +80,20 @@ VP_CASES = [
     ("euler_maruyama", "euler_maruyama", {"steps": 500}, "eps"),
     ("reverse_diffusion", "reverse_diffusion", {"steps": 500}, "eps"),
     ("ancestral", "ancestral", {"steps": 500}, "eps"),
-    *[(f"pc-{p}-{c}", "pc", {"steps": 500, "predictor": p, "corrector": c, **CORRECTOR_OPTS[c]},
+    # steps counts network evaluations: 500 grid steps, each a predictor and (unless
+    # "none") one corrector move
+    *[(f"pc-{p}-{c}", "pc", {"steps": 500 if c == "none" else 1000, "predictor": p,
+                             "corrector": c, **CORRECTOR_OPTS[c]},
        "eps") for p, c in PC_COMBOS],
     ("ode-dopri5", "ode", {}, "eps"),
     ("ode_euler", "ode_euler", {"steps": 500}, "eps"),
-    ("ode_heun", "ode_heun", {"steps": 100}, "eps"),
-    ("ode_rk4", "ode_rk4", {"steps": 50}, "eps"),
+    ("ode_heun", "ode_heun", {"steps": 200}, "eps"),   # 100 Heun steps
+    ("ode_rk4", "ode_rk4", {"steps": 200}, "eps"),     # 50 RK4 steps
     ("sde_adaptive", "sde_adaptive", {}, "eps"),
     ("ddim-eta0", "ddim", {"steps": 100, "eta": 0.0}, "data"),
     ("ddim-eta1", "ddim", {"steps": 200, "eta": 1.0}, "data"),
     ("euler_maruyama-denoise", "euler_maruyama", {"steps": 500, "denoise": True}, "data"),
-    ("ode_rk4-denoise", "ode_rk4", {"steps": 50, "denoise": True}, "data"),
+    ("ode_rk4-denoise", "ode_rk4", {"steps": 200, "denoise": True}, "data"),
 ]
 
 
@@ -126,8 +129,8 @@ def test_vp_corrector_only_law(vp, truth, case):
     name, options = case
     oracle = _mixture(vp)
     g = torch.Generator().manual_seed(2024)
-    res = sample(oracle.score, vp, (N_SAMPLES, 2), solver="pc", predictor="none", steps=500,
-                 corrector_steps=4, generator=g, **options)
+    res = sample(oracle.score, vp, (N_SAMPLES, 2), solver="pc", predictor="none",
+                 steps=2000, corrector_steps=4, generator=g, **options)  # 500 x 4 moves
     _check_law(res.x, "eps", truth, name)
 
 

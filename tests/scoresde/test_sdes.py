@@ -359,3 +359,37 @@ def test_discrete_between_knots_is_continuous_and_consistent(build_sde, close):
     e = 1e-10
     close(sde.alphas_cumprod(knots + e), sde.alphas_cumprod(knots - e), 1e-8, 0,
           "alphabar continuity at knots")
+
+
+def test_sde_registry_covers_every_schedule():
+    """One table names every concrete SDE class (checkpoints) and its command-line short
+    name; build_sde gives the documented defaults."""
+    import scoresde.sdes as sdes
+    from scoresde.sdes import SDE, SDE_TABLE, SDES, SHORT_NAMES, build_sde
+
+    concrete = {obj for obj in vars(sdes).values() if isinstance(obj, type)
+                and issubclass(obj, SDE) and not getattr(obj, "__abstractmethods__", None)}
+    assert set(SDES.values()) == concrete
+    assert list(SHORT_NAMES) == ["vp", "subvp", "ve", "cosine", "ddpm"]
+    assert len({e.cls for e in SDE_TABLE}) == len(SDE_TABLE)
+    assert build_sde("vp").config() == VPSDE(0.1, 20.0).config()
+    assert torch.equal(build_sde("ddpm").betas, DiscreteVPSDE.linear(1000).betas)
+    assert build_sde("ve", sigma_max=3.0).config()["sigma_max"] == 3.0
+    with pytest.raises(TypeError, match="sigma_max"):
+        build_sde("ve")
+    with pytest.raises(ValueError, match="'vpx'.*vp, subvp"):
+        build_sde("vpx")
+
+
+def test_half_log_snr_is_half_the_log_snr(build_sde, sde_name):
+    """lambda(t) = log(alpha/std) (DPM-Solver's variable) is log_snr / 2, computed from the
+    marginal coefficients exactly as torch.log(alpha / std)."""
+    sde = build_sde(sde_name)
+    t = torch.tensor([1e-3, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    lam = sde.half_log_snr(t)
+    alpha, std = sde.marginal_coeffs(t)
+    assert torch.equal(lam, torch.log(alpha / std))
+    assert torch.allclose(2.0 * lam, sde.log_snr(t), rtol=1e-12, atol=1e-12)
+    assert sde.half_log_snr(0.5).shape == (1,)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        sde.half_log_snr(1.5)

@@ -120,7 +120,7 @@ def test_a_final_denoising_step_that_returns_nan_is_an_error_not_a_result():
 
 
 def test_sde_adaptive_takes_max_steps():
-    assert sd.samplers.SOLVERS["sde_adaptive"].options["max_steps"] == 100_000
+    assert sd.samplers.SOLVERS["sde_adaptive"].options["max_steps"].default == 100_000
     start = time.perf_counter()
     with pytest.raises(solvers.MaxStepsError) as info:
         sd.sample(lambda x, t: -x, sd.VPSDE(), T.SHAPE, solver="sde_adaptive", max_steps=3,

@@ -4,23 +4,23 @@ import pickle
 import pytest
 import torch
 
-from solvers import NonFiniteStateError, Solution, integrate
+from solvers import NonFiniteStateError, Solution, Update, integrate
 
 from solvers_problems import DTYPE
 
 X0 = torch.ones(3, 2, dtype=DTYPE)
 
 
-def halve(x, t0, t1, noise):
-    return x / 2
+def halve(i, x, t0, t1, noise):
+    return Update(x / 2)
 
 
 def test_steps_follow_the_grid_in_either_direction():
     seen = []
 
-    def step(x, t0, t1, noise):
+    def step(i, x, t0, t1, noise):
         seen.append((t0.item(), t1.item(), t0.dtype, t0.shape, noise))
-        return x + (t1 - t0)
+        return Update(x + (t1 - t0))
 
     sol = integrate(step, X0, [1.0, 0.75, 0.25], noise="N")
     assert [(a, b) for a, b, *_ in seen] == [(1.0, 0.75), (0.75, 0.25)]
@@ -30,8 +30,8 @@ def test_steps_follow_the_grid_in_either_direction():
 
 
 def test_non_finite_state_names_step_and_time():
-    def step(x, t0, t1, noise):
-        return x * float("inf") if t1 < 0.35 else x
+    def step(i, x, t0, t1, noise):
+        return Update(x * float("inf") if t1 < 0.35 else x)
 
     with pytest.raises(NonFiniteStateError) as info:
         integrate(step, X0, torch.linspace(1, 0, 11, dtype=DTYPE))
@@ -89,4 +89,24 @@ def test_bad_inputs_and_step_shape():
     with pytest.raises(TypeError, match="x0 must have a floating dtype"):
         integrate(halve, torch.ones(2, dtype=torch.int64), [0.0, 1.0])
     with pytest.raises(ValueError, match=r"step 1 returned shape \(3,\)"):
-        integrate(lambda x, t0, t1, noise: x.sum(1), X0, [0.0, 1.0])
+        integrate(lambda i, x, t0, t1, noise: Update(x.sum(1)), X0, [0.0, 1.0])
+
+
+def test_the_step_gets_its_index_and_the_loop_draws_the_noise():
+    """step(i, ...) with i = 0..n-1; mean + scale * z with one draw per noisy update, and
+    the final update's noise dropped when final_noise=False."""
+    from solvers import ReplayNoise
+    seen = []
+
+    def step(i, x, t0, t1, noise):
+        seen.append(i)
+        return Update(x + 1, torch.full_like(x, 0.5))
+
+    zs = [torch.full_like(X0, 2.0), torch.full_like(X0, 4.0), torch.full_like(X0, 8.0)]
+    out = integrate(step, X0, [0.0, 1.0, 2.0, 3.0], noise=ReplayNoise(zs)).x
+    assert seen == [0, 1, 2] and torch.all(out == 1 + 3 + 0.5 * (2 + 4 + 8))
+    noise = ReplayNoise(zs)
+    out = integrate(step, X0, [0.0, 1.0, 2.0, 3.0], noise=noise, final_noise=False).x
+    assert noise.used == 2 and torch.all(out == 1 + 3 + 0.5 * (2 + 4))
+    with pytest.raises(ValueError, match="needs a noise source"):
+        integrate(step, X0, [0.0, 1.0])

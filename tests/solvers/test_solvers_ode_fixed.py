@@ -39,7 +39,7 @@ def test_stage_times_stay_in_the_step():
 
     step = rk_step(field, FIXED_ODE_METHODS["rk4"])
     t0, t1 = torch.tensor(0.3, dtype=DTYPE), torch.tensor(0.1, dtype=DTYPE)
-    step(X0, t0, t1, None)
+    step(0, X0, t0, t1, None)
     assert times == [0.3, t0.item() + 0.5 * (0.1 - 0.3), t0.item() + 0.5 * (0.1 - 0.3), 0.1]
 
 

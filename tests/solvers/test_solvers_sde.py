@@ -97,7 +97,8 @@ def test_one_step_is_the_formula_in_reverse_time():
     x = torch.tensor([[1.0, -2.0]], dtype=DTYPE)
     z = torch.tensor([[0.3, -0.7]], dtype=DTYPE)
     step = euler_maruyama_step(lambda t, x: t * x, lambda t, x: 2 * t)
-    out = step(x, torch.tensor(0.8, dtype=DTYPE), torch.tensor(0.6, dtype=DTYPE), ReplayNoise([z]))
+    mean, scale = step(0, x, torch.tensor(0.8, dtype=DTYPE), torch.tensor(0.6, dtype=DTYPE), None)
+    out = mean + scale * z
     expected = x + 0.8 * x * (0.6 - 0.8) + 2 * 0.8 * math.sqrt(0.2) * z
     assert torch.allclose(out, expected, rtol=1e-14, atol=0)
 

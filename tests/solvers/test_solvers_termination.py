@@ -128,11 +128,11 @@ def test_the_end_state_of_a_torchsde_solve_is_checked():
 # -- the fixed-grid loop's divergence bound ------------------------------------------------------
 def _explicit_euler_on_stiff(max_abs):
     """Forward Euler on dx/dt = -1e6 x with h = 0.1: |x| grows by 1e5 per step (unstable)."""
-    from solvers import integrate
+    from solvers import Update, integrate
     x0 = torch.ones(3, 2, dtype=torch.float64)
 
-    def step(x, t0, t1, noise):
-        return x + (t1 - t0) * (-1e6 * x)
+    def step(i, x, t0, t1, noise):
+        return Update(x + (t1 - t0) * (-1e6 * x))
     return integrate(step, x0, torch.linspace(0.0, 1.0, 11, dtype=torch.float64),
                      max_abs=max_abs)
 
