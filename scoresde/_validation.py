@@ -14,15 +14,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from solvers.validation import (_describe, _got, check_callable, check_choice, check_finite,
-                                check_floating_dtype, check_instance, check_int, check_real,
-                                check_shape, check_state, first_nonfinite, is_real_number,
-                                same_device)
+from solvers.validation import (_describe, _got, as_real_tensor, check_callable, check_choice,
+                                check_finite, check_floating_dtype, check_instance, check_int,
+                                check_real, check_shape, check_state, first_nonfinite,
+                                is_real_number, same_device)
 
 from .sdes.base import SDE, TimeLike
 
 __all__ = [
-    "TimeLike", "_describe", "_got", "check_callable", "check_choice", "check_finite",
+    "TimeLike", "_describe", "_got", "as_real_tensor", "check_callable", "check_choice", "check_finite",
     "check_floating_dtype", "check_instance", "check_int", "check_real", "check_shape",
     "check_state", "first_nonfinite", "is_real_number", "same_device",
     "check_score_and_sde", "first_float_parameter", "check_matches_network",

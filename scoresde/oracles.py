@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._validation import TimeLike, check_instance, check_int, check_state
+from ._validation import TimeLike, as_real_tensor, check_instance, check_int, check_state
 from .sdes import SDE
 
 
@@ -38,9 +38,9 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, covs, sde: Optional[SDE] = None):
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        mu = torch.as_tensor(means, dtype=torch.float64)
-        cov = torch.as_tensor(covs, dtype=torch.float64)
+        w = as_real_tensor("weights", weights)
+        mu = as_real_tensor("means", means)
+        cov = as_real_tensor("covs", covs)
         if w.dim() != 1:
             raise ValueError(f"weights must be 1-D [K], got shape {tuple(w.shape)}")
         K = w.shape[0]
@@ -176,8 +176,8 @@ class GaussianData(GaussianMixture):
     """
 
     def __init__(self, mean, cov, sde: Optional[SDE] = None):
-        mean = torch.as_tensor(mean, dtype=torch.float64)
-        cov = torch.as_tensor(cov, dtype=torch.float64)
+        mean = as_real_tensor("mean", mean)
+        cov = as_real_tensor("cov", cov)
         if mean.dim() != 1:
             raise ValueError(f"mean must be 1-D [D], got shape {tuple(mean.shape)}")
         D = mean.shape[0]

@@ -12,6 +12,7 @@ import math
 from numbers import Integral, Real
 from typing import Any, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,6 +90,33 @@ def check_int(name: str, value: object, *, minimum: int = 1,
 def check_positive_int(name: str, value: object) -> int:
     """A strictly positive int (step budgets, step counts)."""
     return check_int(name, value, minimum=1, allowed="a positive int")
+
+
+def as_real_tensor(name: str, value: object, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``value`` as one real tensor of ``dtype``: a tensor, a NumPy array, a number, or a
+    (nested) list or tuple of those, e.g. ``[torch.eye(2) * 0.1] * 2`` for two covariances.
+
+    Raises ValueError naming ``name`` for a ragged collection (parts of different shapes)
+    and TypeError for anything that is not numbers.
+    """
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers, got a tensor of dtype {value.dtype}")
+        return value.detach().to(dtype)
+    if isinstance(value, (list, tuple)) and any(
+            isinstance(v, (Tensor, np.ndarray, list, tuple)) for v in value):
+        parts = [as_real_tensor(f"{name}[{i}]", v, dtype) for i, v in enumerate(value)]
+        shapes = {tuple(p.shape) for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"{name} must be a rectangular array: its entries have shapes "
+                             f"{sorted(shapes)}")
+        return torch.stack(parts) if parts else torch.zeros(0, dtype=dtype)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be real numbers (a tensor, an array or nested lists "
+                        f"of numbers), {_got(value)}") from err
+    return torch.from_numpy(array).to(dtype)
 
 
 # -- choices, callables, types ------------------------------------------------------------

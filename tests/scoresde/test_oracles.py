@@ -280,3 +280,39 @@ def test_marginal_and_with_sde(sde_name, build_sde, truth, close, rng):
                                          ).logpdf(x)
     close(g.log_prob(_t(x)), expected, 1e-11, 1e-11, "GaussianData.marginal(t).log_prob")
     close(gauss.log_prob(_t(x), t), expected, 1e-11, 1e-11, "with_sde log_prob(x, t)")
+
+
+# -- what users pass: lists of tensors, nested lists, numpy arrays --------------------------
+def test_mixture_parameters_in_any_natural_form_give_the_same_oracle():
+    """The README's call (a list of covariance tensors) and nested lists, numpy arrays and
+    tensors all build the same mixture, with the same density."""
+    import numpy as np
+    covs = [torch.eye(2, dtype=torch.float64) * 0.1, torch.eye(2, dtype=torch.float64) * 0.2]
+    forms = [
+        dict(weights=[0.5, 0.5], means=[[-2.0, 0.0], [2.0, 0.0]], covs=covs),
+        dict(weights=np.array([0.5, 0.5]), means=np.array([[-2.0, 0.0], [2.0, 0.0]]),
+             covs=np.stack([c.numpy() for c in covs])),
+        dict(weights=torch.tensor([0.5, 0.5]), means=[torch.tensor([-2.0, 0.0]),
+                                                      torch.tensor([2.0, 0.0])],
+             covs=[c.tolist() for c in covs]),
+        dict(weights=(0.5, 0.5), means=[np.array([-2.0, 0.0]), [2.0, 0.0]],
+             covs=torch.stack(covs)),
+    ]
+    x = torch.tensor([[0.3, -0.2], [-1.9, 0.1]], dtype=torch.float64)
+    logps = [GaussianMixture(**f).log_prob(x) for f in forms]
+    for lp in logps[1:]:
+        assert torch.equal(lp, logps[0])
+    # the density itself, written out: 0.5 N(x; m1, 0.1 I) + 0.5 N(x; m2, 0.2 I)
+    def normal(x, m, v):
+        return torch.exp(-((x - torch.tensor(m)) ** 2).sum(1) / (2 * v)) / (2 * math.pi * v)
+    expected = torch.log(0.5 * normal(x, [-2.0, 0.0], 0.1) + 0.5 * normal(x, [2.0, 0.0], 0.2))
+    torch.testing.assert_close(logps[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_malformed_parameters_name_the_argument():
+    with pytest.raises(ValueError, match=r"covs must be a rectangular array.*\(2, 2\).*\(3, 3\)"):
+        GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], [torch.eye(2), torch.eye(3)])
+    with pytest.raises(TypeError, match=r"means must be real numbers.*str"):
+        GaussianMixture([1.0], "origin", [torch.eye(2)])
+    with pytest.raises(TypeError, match=r"cov must be real numbers.*complex"):
+        GaussianData(torch.zeros(2), torch.eye(2, dtype=torch.complex128))
