@@ -222,6 +222,15 @@ SOLVERS: Dict[str, SolverSpec] = {
                                                    choices=("singlestep", "multistep")),
                                   "lower_order_final": Option(True, "bool", "lower orders in "
                                                               "the last steps")}),
+    "unipc": _fixed(runners.unipc, "UniPC, data prediction, B(h) = e^h - 1: DPM-Solver++ "
+                    "multistep with a free corrector (Zhao et al. 2023)",
+                    steps=_steps(20, " (default 20)"),
+                    extra={"grid": Option("logsnr", "choice", GRID.help, choices=GRIDS),
+                           "order": Option(2, "int", "order p of the predictor (the "
+                                           "corrector adds one)", minimum=1, maximum=3,
+                                           allowed="1, 2 or 3"),
+                           "lower_order_final": Option(True, "bool", "lower orders in the "
+                                                       "last steps")}),
     "heun_karras": SolverSpec(
         runners.heun_karras,
         {"steps": _steps(35, " (default 35: 18 noise levels)"), "eps": EPS,

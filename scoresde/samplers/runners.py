@@ -23,6 +23,7 @@ from ..score import ScoreFn, call_score, x0_from_score
 from ..sdes import SDE, DiscreteVPSDE
 from . import dpm_solver as dpm
 from . import karras
+from . import unipc as uni
 from .correctors import CORRECTORS
 from .grid import Grid
 from .predictors import PREDICTORS, ddim as ddim_update
@@ -176,6 +177,14 @@ def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Sol
                                       o["lower_order_final"])
         return run_on_grid(ctx, step, x, grid, noise=False)
     return run
+
+
+def unipc(ctx: Context, x: Tensor) -> solvers.Solution:
+    """UniPC: ``steps`` evaluations on the grid, a free corrector after every step but the last."""
+    o = ctx.opts
+    grid = grid_for(ctx, x, o["steps"])
+    step = uni.unipc_step(ctx.sde, ctx.score, grid, o["order"], o["lower_order_final"])
+    return run_on_grid(ctx, step, x, grid, noise=False)
 
 
 def heun_karras(ctx: Context, x: Tensor) -> solvers.Solution:
