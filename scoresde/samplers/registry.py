@@ -212,9 +212,12 @@ SOLVERS: Dict[str, SolverSpec] = {
                                                                        "multistep")),
                                 "lower_order_final": Option(True, "bool", "lower orders in "
                                                             "the last multistep steps")}),
+    # the quadratic grid: half the error of logsnr at 10 and 20 evaluations on both
+    # problems of benchmarks/accuracy.py (docs/sampling.md, "Few-step solvers")
     "dpm_solver++": _fixed(runners.dpm_solver(True), "DPM-Solver++ 1, 2M, 3M (Lu et al. 2022b)",
                            steps=_steps(20, " (default 20)"),
-                           extra={"grid": Option("logsnr", "choice", GRID.help, choices=GRIDS),
+                           extra={"grid": Option("quadratic", "choice", GRID.help,
+                                                 choices=GRIDS),
                                   "order": Option(2, "int", "order", minimum=1, maximum=3,
                                                  allowed="1, 2 or 3"),
                                   "method": Option("multistep", "choice", "multistep (or "
@@ -225,7 +228,8 @@ SOLVERS: Dict[str, SolverSpec] = {
     "unipc": _fixed(runners.unipc, "UniPC, data prediction, B(h) = e^h - 1: DPM-Solver++ "
                     "multistep with a free corrector (Zhao et al. 2023)",
                     steps=_steps(20, " (default 20)"),
-                    extra={"grid": Option("logsnr", "choice", GRID.help, choices=GRIDS),
+                    extra={"grid": Option("quadratic", "choice", GRID.help,
+                                          choices=GRIDS),
                            "order": Option(2, "int", "order p of the predictor (the "
                                            "corrector adds one)", minimum=1, maximum=3,
                                            allowed="1, 2 or 3"),
