@@ -23,10 +23,10 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` i
 import torch  # noqa: E402
 
 from benchmarks import _common as C  # noqa: E402
-from benchmarks import accuracy, likelihood_cost, memory, overhead  # noqa: E402
+from benchmarks import accuracy, fewstep, likelihood_cost, memory, overhead  # noqa: E402
 
 SECTIONS = {"accuracy": accuracy, "overhead": overhead, "likelihood": likelihood_cost,
-            "memory": memory}
+            "memory": memory, "fewstep": fewstep}
 
 
 def main(argv=None) -> None:
