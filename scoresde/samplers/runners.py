@@ -40,7 +40,7 @@ class Context:
     opts: Dict[str, Any]
 
 
-def evaluations_per_step(steps: int, per_step: int, solver: str, why: str) -> int:
+def grid_steps_for(steps: int, per_step: int, solver: str, why: str) -> int:
     """Grid steps for ``steps`` network evaluations at ``per_step`` each; an error naming
     the nearest valid values when ``steps`` is not a multiple."""
     if per_step < 1:
@@ -100,7 +100,7 @@ def pc(ctx: Context, x: Tensor) -> solvers.Solution:
     o = ctx.opts
     make = CORRECTORS[o["corrector"]]
     n_corr = o["corrector_steps"] if make is not None else 0
-    grid = grid_for(ctx, x, evaluations_per_step(
+    grid = grid_for(ctx, x, grid_steps_for(
         o["steps"], evaluations_per_grid_step(o), "pc",
         f"predictor {o['predictor']!r}, {n_corr} corrector move(s) per grid step"))
     corrector = None if make is None else make(ctx.sde, ctx.score, o["snr"], o["norm"])
@@ -114,7 +114,7 @@ def ode_fixed(method: str) -> Callable[[Context, Tensor], solvers.Solution]:
     stages = solvers.FIXED_ODE_METHODS[method].stages
 
     def run(ctx: Context, x: Tensor) -> solvers.Solution:
-        grid = grid_for(ctx, x, evaluations_per_step(
+        grid = grid_for(ctx, x, grid_steps_for(
             ctx.opts["steps"], stages, f"ode_{method}", f"{stages} per {method} step"))
         return solvers.odeint_fixed(probability_flow(ctx.sde, ctx.score), x, grid.t,
                                     method=method, **ctx.loop)
