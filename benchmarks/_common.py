@@ -67,8 +67,13 @@ def machine_rows(device: torch.device, command: str) -> List[List[str]]:
             ["device", device_name(device)],
             ["python", platform.python_version()],
             ["torch", torch.__version__]]
-    for mod in ("scipy", "torchdiffeq", "torchsde", "diffusers", "k_diffusion"):
+    for mod in ("scipy", "torchdiffeq", "torchsde", "diffusers"):
         rows.append([mod, version_of(mod) or "not installed"])
+    # importing k_diffusion needs torchvision & co.; the benchmark loads its sampling.py alone
+    from .kdiffusion_loader import installed_version
+    kd = installed_version()
+    rows.append(["k_diffusion", f"{kd} (sampling.py only, installed with --no-deps)" if kd
+                 else "not installed"])
     rows += [["commit", git_revision()],
              ["date (UTC)", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")],
              ["command", f"`{command}`"]]

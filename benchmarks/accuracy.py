@@ -7,21 +7,31 @@ k-diffusion) run on the same problem with the same exact noise prediction eps = 
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
+import time
+import types
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 import scoresde as sd
 from scoresde.data import gmm_oracle
+from scoresde.samplers.registry import SOLVERS
 
 from . import _common as C
+from .kdiffusion_loader import INSTALL as KDIFF_INSTALL
+from .kdiffusion_loader import installed_version as kdiffusion_version
+from .kdiffusion_loader import load_kdiffusion_sampling
 
 EPS = 1e-3                  # end time of every sampler here (ddim/heun_karras then denoise to t = 0)
 REF_TOL = 1e-10             # dopri5 reference
-NFES = (5, 10, 20, 50, 100)
+NFES = (5, 10, 20, 50, 100)  # the issue's 5, 10, 20, 50, and 100 for the order fits
+ORDER_NFES = (20, 50, 100)   # the cells the fitted order uses: the asymptotic range
+TIME_REPEATS_QUICK, TIME_REPEATS_FULL = 3, 5   # each solve's wall time: the fastest run
 WEAK_NFES_FULL = (10, 20, 50, 100, 200, 500)
 WEAK_NFES_QUICK = (10, 20, 50, 100)
 FLOOR_SETS = 5              # independent exact sample sets behind each noise floor
@@ -199,25 +209,41 @@ class Det:
         return self.per_step * self.grid_steps(nfe) + self.offset
 
 
+def _ours(label: str, solver: str, opts: dict, per_step: int, offset: int, target: str,
+          min_steps: int = 1) -> Det:
+    """A scoresde row; its grid is the one the solver runs on: opts' or the registry's default."""
+    grid = opts.get("grid", SOLVERS[solver].options["grid"].default)
+    return Det(label, solver, opts, per_step, offset, target, grid, min_steps)
+
+
 OURS_DET = [
-    Det("DDIM", "ddim", {}, 1, 0, "x0", "uniform"),
-    Det("DPM-Solver-1", "dpm_solver", {"order": 1}, 1, 0, "x_eps", "logsnr"),
-    Det("DPM-Solver-2 (singlestep)", "dpm_solver", {"order": 2}, 2, 0, "x_eps", "logsnr"),
-    Det("DPM-Solver-3 (singlestep)", "dpm_solver", {"order": 3}, 3, 0, "x_eps", "logsnr"),
-    Det("DPM-Solver-2 (multistep)", "dpm_solver", {"order": 2, "method": "multistep"}, 1, 0,
-        "x_eps", "logsnr"),
-    Det("DPM-Solver-3 (multistep)", "dpm_solver", {"order": 3, "method": "multistep"}, 1, 0,
-        "x_eps", "logsnr"),
-    Det("DPM-Solver++(2M)", "dpm_solver++", {"order": 2}, 1, 0, "x_eps", "logsnr"),
-    Det("DPM-Solver++(3M)", "dpm_solver++", {"order": 3}, 1, 0, "x_eps", "logsnr"),
+    _ours("DDIM", "ddim", {}, 1, 0, "x0"),
+    _ours("DPM-Solver-1", "dpm_solver", {"order": 1}, 1, 0, "x_eps"),
+    _ours("DPM-Solver-2 (singlestep)", "dpm_solver", {"order": 2}, 2, 0, "x_eps"),
+    _ours("DPM-Solver-3 (singlestep)", "dpm_solver", {"order": 3}, 3, 0, "x_eps"),
+    _ours("DPM-Solver-2 (multistep)", "dpm_solver", {"order": 2, "method": "multistep"}, 1, 0,
+          "x_eps"),
+    _ours("DPM-Solver-3 (multistep)", "dpm_solver", {"order": 3, "method": "multistep"}, 1, 0,
+          "x_eps"),
+    _ours("DPM-Solver++(2M)", "dpm_solver++", {"order": 2}, 1, 0, "x_eps"),
+    _ours("DPM-Solver++(3M)", "dpm_solver++", {"order": 3}, 1, 0, "x_eps"),
     # diffusers' default grid is uniform in t: this row is the like-for-like comparison
-    Det("DPM-Solver++(2M), uniform grid", "dpm_solver++", {"order": 2, "grid": "uniform"}, 1, 0,
-        "x_eps", "uniform"),
-    Det("Karras Heun", "heun_karras", {}, 2, -1, "x0", "karras", min_steps=2),
-    Det("Euler (ode_euler)", "ode_euler", {}, 1, 0, "x_eps", "uniform"),
-    Det("Heun (ode_heun)", "ode_heun", {}, 2, 0, "x_eps", "uniform"),
-    Det("RK4 (ode_rk4)", "ode_rk4", {}, 4, 0, "x_eps", "uniform"),
+    _ours("DPM-Solver++(2M), uniform grid", "dpm_solver++", {"order": 2, "grid": "uniform"}, 1,
+          0, "x_eps"),
+    _ours("UniPC-2 (unipc)", "unipc", {"order": 2}, 1, 0, "x_eps"),
+    _ours("UniPC-3 (unipc)", "unipc", {"order": 3}, 1, 0, "x_eps"),
+    _ours("Karras Heun", "heun_karras", {}, 2, -1, "x0", min_steps=2),
+    _ours("Euler (ode_euler)", "ode_euler", {}, 1, 0, "x_eps"),
+    _ours("Heun (ode_heun)", "ode_heun", {}, 2, 0, "x_eps"),
+    _ours("RK4 (ode_rk4)", "ode_rk4", {}, 4, 0, "x_eps"),
 ]
+
+
+@dataclass
+class Cell:
+    nfe: int            # network evaluations counted by the wrapper around the score
+    err: float          # rms_error against the row's target
+    sec: float          # wall time of the solve: the fastest of the timing repeats
 
 
 @dataclass
@@ -226,23 +252,94 @@ class Row:
     source: str                       # "scoresde", "diffusers", "k-diffusion"
     grid: str
     target: str
-    cells: Dict[int, Tuple[int, float]] = field(default_factory=dict)   # target NFE -> (nfe, err)
+    cells: Dict[int, Cell] = field(default_factory=dict)   # target NFE -> Cell
 
 
-def run_ours_det(p: Problem, spec: Det, nfe: int) -> Tuple[int, float]:
-    res = sd.sample(p.score, p.sde, tuple(p.x_T.shape), spec.solver, x_T=p.x_T,
-                    steps=spec.steps_for(nfe), **spec.opts)
-    return res.nfe, rms_error(res.x, p.refs[spec.target])
+Runner = Callable[[int], Tuple[Tensor, int]]   # target NFE -> (final state, NFE counted)
 
 
-# -- peers: diffusers -----------------------------------------------------------------
-def vp_time_from_alphabar(sde: sd.VPSDE, abar: Tensor) -> Tensor:
-    """t with alphabar(t) = abar for the linear VPSDE: 0.5 (b1 - b0) t^2 + b0 t + log abar = 0."""
+def measure(run: Runner, nfe: int, target: Tensor, device: torch.device) -> Cell:
+    """One timed solve: its NFE, error and wall time."""
+    C.sync(device)
+    t0 = time.perf_counter()
+    x, n = run(nfe)
+    C.sync(device)
+    return Cell(n, rms_error(x, target), time.perf_counter() - t0)
+
+
+def measure_all(jobs: List[Tuple[Runner, object, Tensor]], repeats: int,
+                device: torch.device) -> List[Cell]:
+    """measure() every (run, argument, target) job ``repeats`` times, in rounds over all jobs
+    (so that a burst of load on a shared machine does not hit every repeat of one job);
+    the solves are deterministic: keep the first round's error and NFE, the fastest time."""
+    cells = [measure(run, arg, target, device) for run, arg, target in jobs]
+    for _ in range(repeats - 1):
+        for cell, (run, arg, target) in zip(cells, jobs):
+            cell.sec = min(cell.sec, measure(run, arg, target, device).sec)
+    return cells
+
+
+def ours_det(p: Problem, spec: Det) -> Runner:
+    def run(nfe: int) -> Tuple[Tensor, int]:
+        res = sd.sample(p.score, p.sde, tuple(p.x_T.shape), spec.solver, x_T=p.x_T,
+                        steps=spec.steps_for(nfe), **spec.opts)
+        return res.x, res.nfe
+    return run
+
+
+# -- peers: the same exact score in their conventions ---------------------------------
+def vp_time_from_log_alphabar(sde: sd.VPSDE, log_abar: Tensor) -> Tensor:
+    """t with log alphabar(t) = log_abar for the linear VPSDE:
+    0.5 (b1 - b0) t^2 + b0 t + log alphabar = 0."""
     b0, b1 = sde.beta_min, sde.beta_max
-    la = torch.log(abar.to(torch.float64))
+    la = log_abar.to(torch.float64)
     return (-b0 + torch.sqrt(b0 ** 2 - 2.0 * (b1 - b0) * la)) / (b1 - b0)
 
 
+def vp_time_from_alphabar(sde: sd.VPSDE, abar: Tensor) -> Tensor:
+    return vp_time_from_log_alphabar(sde, torch.log(abar.to(torch.float64)))
+
+
+class SigmaSpace:
+    """The VPSDE in sigma space (Karras et al. 2022, Sec. 2 and Table 1; k-diffusion's and
+    diffusers' sigma schedulers' convention), written once for every sigma-space peer:
+
+        x_t = alpha(t) x0 + std(t) z      <->      x~ = x_t / alpha = x0 + sigma z,
+        sigma = std / alpha,   t(sigma): alphabar(t) = alpha^2 = 1 / (1 + sigma^2), solved
+        for t in closed form by the linear VPSDE (vp_time_from_log_alphabar),
+        D(x~; sigma) = E[x0 | x~] = (x_t + std^2 score(x_t, t)) / alpha,   x_t = alpha x~
+        (Tweedie), and for diffusers' sigma schedulers, whose model input is
+        x~ / sqrt(1 + sigma^2) = x_t, the noise prediction eps(x_t, t) = -std score(x_t, t).
+
+    ``denoiser`` and ``eps`` count their calls: the NFE reported is ``calls``.
+    """
+
+    def __init__(self, p: Problem):
+        self.p, self.calls = p, 0
+
+    def sigma(self, t: float) -> float:
+        alpha, std = self.p.sde.marginal_coeffs(torch.tensor([t], dtype=torch.float64))
+        return float(std / alpha)
+
+    def time(self, sigma: Tensor, batch: int) -> Tensor:
+        sigma = sigma.to(torch.float64).reshape(-1).expand(batch)
+        return vp_time_from_log_alphabar(self.p.sde, -torch.log1p(sigma ** 2))
+
+    def denoiser(self, xs: Tensor, sigma: Tensor) -> Tensor:
+        """k-diffusion's model(x~, sigma) -> x0."""
+        self.calls += 1
+        t = self.time(sigma, xs.shape[0]).to(xs.dtype)
+        alpha, std = self.p.sde._marginal_coeffs(t)
+        x = alpha[:, None] * xs
+        return (x + std[:, None] ** 2 * self.p.score(x, t)) / alpha[:, None]
+
+    def eps(self, x_in: Tensor, sigma: Tensor) -> Tensor:
+        """diffusers' model(scale_model_input(x~), t(sigma)) -> eps."""
+        self.calls += 1
+        return self.p.eps_model(x_in, self.time(sigma, x_in.shape[0]).to(x_in.dtype))
+
+
+# diffusers
 def diffusers_betas(sde: sd.VPSDE, N: int = 1000):
     """DDPM betas of the VPSDE at the index times t_k = (k + 1)/N: alphas_cumprod[k] = alphabar(t_k)."""
     t = torch.arange(0, N + 1, dtype=torch.float64) / N
@@ -265,111 +362,197 @@ class DiffusersEps:
         return self.p.eps_model(x, t)
 
 
-def diffusers_det(p: Problem) -> List[Tuple[Det, Callable[[int], Tuple[Tensor, int]]]]:
+def diffusers_det(p: Problem) -> List[Tuple[Det, Runner]]:
     try:
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+        import diffusers as D
     except Exception:  # noqa: BLE001
         return []
     betas = diffusers_betas(p.sde)
+    dev = p.x_T.device
+    common = dict(num_train_timesteps=1000, trained_betas=betas)
 
-    def dpm(order: int):
-        def run(nfe: int):
-            sch = DPMSolverMultistepScheduler(
-                num_train_timesteps=1000, trained_betas=betas, solver_order=order,
-                algorithm_type="dpmsolver++", timestep_spacing="linspace",
-                final_sigmas_type="sigma_min", lower_order_final=True)
-            sch.set_timesteps(nfe, device=p.x_T.device)
+    def alphabar_loop(make: Callable[[], object], **step_kw) -> Runner:
+        """Schedulers on x_t with integer timesteps (DDIM, DPMSolverMultistep, UniPC)."""
+        def run(nfe: int) -> Tuple[Tensor, int]:
+            sch = make()
+            sch.set_timesteps(nfe, device=dev)
             eps = DiffusersEps(p, sch)
             x = p.x_T.clone()
             for k in sch.timesteps:
-                x = sch.step(eps(x, k), k, x).prev_sample
+                x = sch.step(eps(x, k), k, x, **step_kw).prev_sample
             return x, eps.calls
         return run
 
-    def ddim(nfe: int):
-        sch = DDIMScheduler(num_train_timesteps=1000, trained_betas=betas, clip_sample=False,
-                            set_alpha_to_one=False, timestep_spacing="trailing")
-        sch.set_timesteps(nfe, device=p.x_T.device)
-        eps = DiffusersEps(p, sch)
-        x = p.x_T.clone()
-        for k in sch.timesteps:
-            x = sch.step(eps(x, k), k, x, eta=0.0).prev_sample
-        return x, eps.calls
+    def sigma_loop(make: Callable[[], object], spec: Det) -> Runner:
+        """Schedulers on x~ = x_t/alpha (Heun, LMS): start from x~_T = x_T sqrt(1 + sigma_max^2)
+        with the scheduler's own sigma_max, evaluate eps at the scheduler's current sigma."""
+        def run(nfe: int) -> Tuple[Tensor, int]:
+            sch = make()
+            sch.set_timesteps(spec.grid_steps(nfe), device=dev)
+            space = SigmaSpace(p)
+            x = p.x_T * torch.sqrt(1.0 + sch.sigmas[0].to(torch.float64) ** 2)
+            for k in sch.timesteps:
+                x_in = sch.scale_model_input(x, k)
+                x = sch.step(space.eps(x_in, sch.sigmas[sch.step_index]), k, x).prev_sample
+            return x, space.calls
+        return run
 
-    return [(Det("diffusers DPMSolverMultistep 2M", "", {}, 1, 0, "x_eps", "linspace"), dpm(2)),
-            (Det("diffusers DPMSolverMultistep 3M", "", {}, 1, 0, "x_eps", "linspace"), dpm(3)),
-            (Det("diffusers DDIMScheduler", "", {}, 1, 0, "x_eps", "trailing"), ddim)]
+    def dpm(order: int):
+        return lambda: D.DPMSolverMultistepScheduler(
+            **common, solver_order=order, algorithm_type="dpmsolver++",
+            timestep_spacing="linspace", final_sigmas_type="sigma_min", lower_order_final=True)
 
+    def unipc(order: int):
+        return lambda: D.UniPCMultistepScheduler(
+            **common, solver_order=order, timestep_spacing="linspace",
+            final_sigmas_type="sigma_min", lower_order_final=True)
 
-# -- peers: k-diffusion ---------------------------------------------------------------
-class KDenoiser:
-    """k-diffusion's denoiser D(x~, sigma) for the VPSDE: x~ = x/alpha, sigma = std/alpha,
-    D = x0 = (x + std^2 score(x, t))/alpha with t the VPSDE time of sigma."""
-
-    def __init__(self, p: Problem):
-        self.p, self.calls = p, 0
-
-    def __call__(self, xs: Tensor, sigma: Tensor) -> Tensor:
-        self.calls += 1
-        sigma = sigma.to(torch.float64).reshape(-1).expand(xs.shape[0])
-        t = vp_time_from_alphabar(self.p.sde, 1.0 / (1.0 + sigma ** 2)).to(xs.dtype)
-        alpha, std = self.p.sde._marginal_coeffs(t)
-        x = alpha[:, None] * xs
-        return (x + std[:, None] ** 2 * self.p.score(x, t)) / alpha[:, None]
-
-
-def kdiff_sigmas(p: Problem, n: int) -> Tensor:
-    import k_diffusion.sampling as K
-    ends = torch.tensor([EPS, p.sde.T], dtype=torch.float64)
-    alpha, std = p.sde.marginal_coeffs(ends)
-    s_min, s_max = (std / alpha).tolist()
-    return K.get_sigmas_karras(n, s_min, s_max, rho=7.0).to(torch.float64).to(p.x_T.device)
-
-
-def kdiff_run(p: Problem, name: str, n: int, seed: Optional[int] = None,
-              x_T: Optional[Tensor] = None) -> Tuple[Tensor, int]:
-    """Run k_diffusion.sampling.<name> with n sigmas (Karras grid, then 0): the output is x0."""
-    import k_diffusion.sampling as K
-    x_T = p.x_T if x_T is None else x_T
-    den = KDenoiser(p)
-    sig = kdiff_sigmas(p, n)
-    alpha_T = float(p.sde.marginal_coeffs(torch.tensor([p.sde.T], dtype=torch.float64))[0])
-    if seed is not None:
-        torch.manual_seed(seed)
-    x = getattr(K, name)(den, x_T / alpha_T, sig, disable=True)
-    return x, den.calls
+    ddim = lambda: D.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False,  # noqa: E731
+                                   timestep_spacing="trailing")
+    heun = Det("diffusers HeunDiscreteScheduler", "", {}, 2, -1, "x0", "linspace", min_steps=2)
+    lms = Det("diffusers LMSDiscreteScheduler", "", {}, 1, 0, "x0", "linspace", min_steps=2)
+    x_eps = lambda label, grid: Det(label, "", {}, 1, 0, "x_eps", grid)  # noqa: E731
+    return [
+        (x_eps("diffusers DDIMScheduler", "trailing"), alphabar_loop(ddim, eta=0.0)),
+        (x_eps("diffusers DPMSolverMultistep 2M", "linspace"), alphabar_loop(dpm(2))),
+        (x_eps("diffusers DPMSolverMultistep 3M", "linspace"), alphabar_loop(dpm(3))),
+        (x_eps("diffusers UniPCMultistep, order 2", "linspace"), alphabar_loop(unipc(2))),
+        (x_eps("diffusers UniPCMultistep, order 3", "linspace"), alphabar_loop(unipc(3))),
+        (heun, sigma_loop(lambda: D.HeunDiscreteScheduler(**common), heun)),
+        (lms, sigma_loop(lambda: D.LMSDiscreteScheduler(**common), lms)),
+    ]
 
 
-def kdiff_det(p: Problem) -> List[Tuple[Det, Callable[[int], Tuple[Tensor, int]]]]:
+# k-diffusion
+def kdiffusion() -> Optional[types.ModuleType]:
+    """k_diffusion.sampling loaded alone (benchmarks/kdiffusion_loader.py), or None."""
     try:
-        import k_diffusion.sampling  # noqa: F401
-    except Exception:  # noqa: BLE001
+        return load_kdiffusion_sampling()
+    except ImportError:
+        return None
+
+
+@contextlib.contextmanager
+def default_float64():
+    """k-diffusion builds grids and DPM-Solver times with torch.linspace/torch.tensor in the
+    default dtype: make it float64 for the call, like the state."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+# (label, k_diffusion.sampling function, NFE per noise level, offset, options): on
+# get_sigmas_karras(n) then 0, n noise levels, NFE = per * n + offset
+KDIFF_GRID = [
+    ("k-diffusion sample_euler", "sample_euler", 1, 0, {}),
+    ("k-diffusion sample_heun", "sample_heun", 2, -1, {}),
+    ("k-diffusion sample_lms", "sample_lms", 1, 0, {}),
+    ("k-diffusion sample_dpmpp_2m", "sample_dpmpp_2m", 1, 0, {}),
+    ("k-diffusion sample_dpmpp_3m_sde, eta = 0", "sample_dpmpp_3m_sde", 1, 0, {"eta": 0.0}),
+]
+KDIFF_TOLS = (1e-1, 1e-2, 1e-3, 1e-4)     # sample_dpm_adaptive's rtol = atol
+
+
+def kdiff_run(p: Problem, name: str, n: int, x_T: Optional[Tensor] = None,
+              seed: Optional[int] = None, **opts) -> Tuple[Tensor, int]:
+    """k_diffusion.sampling.<name> on n Karras noise levels from sigma(T) to sigma(eps), then
+    0: the output is x0."""
+    K = kdiffusion()
+    space = SigmaSpace(p)
+    x_T = p.x_T if x_T is None else x_T
+    with default_float64():
+        sig = K.get_sigmas_karras(n, space.sigma(EPS), space.sigma(p.sde.T), rho=7.0,
+                                  device=x_T.device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        x = getattr(K, name)(space.denoiser, x_T * math.sqrt(1.0 + sig[0].item() ** 2), sig,
+                             disable=True, **opts)
+    return x, space.calls
+
+
+def kdiff_dpm(p: Problem, name: str, **opts) -> Tuple[Tensor, int]:
+    """sample_dpm_fast / sample_dpm_adaptive from sigma(T) to sigma(eps) (no final
+    denoising): returns x_eps = alpha(eps) x~."""
+    K = kdiffusion()
+    space = SigmaSpace(p)
+    s_min, s_max = space.sigma(EPS), space.sigma(p.sde.T)
+    with default_float64():
+        xs = getattr(K, name)(space.denoiser, p.x_T * math.sqrt(1.0 + s_max ** 2), s_min, s_max,
+                              disable=True, **opts)
+    return xs / math.sqrt(1.0 + s_min ** 2), space.calls
+
+
+def kdiff_det(p: Problem) -> List[Tuple[Det, Runner]]:
+    if kdiffusion() is None:
         return []
-    specs = [("k-diffusion sample_euler", "sample_euler", 1, 0),
-             ("k-diffusion sample_heun", "sample_heun", 2, -1),
-             ("k-diffusion sample_dpmpp_2m", "sample_dpmpp_2m", 1, 0)]
     out = []
-    for label, name, per, off in specs:
-        spec = Det(label, name, {}, per, off, "x0", "karras", min_steps=2)
-        out.append((spec, lambda nfe, name=name, spec=spec: kdiff_run(p, name, spec.grid_steps(nfe))))
+    for label, name, per, off, opts in KDIFF_GRID:
+        spec = Det(label, name, opts, per, off, "x0", "karras", min_steps=2)
+        out.append((spec, lambda nfe, name=name, spec=spec, opts=opts:
+                    kdiff_run(p, name, spec.grid_steps(nfe), **opts)))
+    # DPM-Solver-fast: orders 3, ..., 3 then the remainder; NFE exactly n; steps uniform in
+    # log sigma (= uniform in lambda)
+    out.append((Det("k-diffusion sample_dpm_fast", "sample_dpm_fast", {}, 1, 0, "x_eps", "logsnr"),
+                lambda nfe: kdiff_dpm(p, "sample_dpm_fast", n=nfe)))
     return out
 
 
-def deterministic_rows(p: Problem) -> List[Row]:
-    rows = []
-    for spec in OURS_DET:
-        row = Row(spec.label, "scoresde", spec.grid, spec.target)
-        for nfe in NFES:
-            row.cells[nfe] = run_ours_det(p, spec, nfe)
-        rows.append(row)
-    for source, peers in (("diffusers", diffusers_det(p)), ("k-diffusion", kdiff_det(p))):
-        for spec, run in peers:
-            row = Row(spec.label, source, spec.grid, spec.target)
-            for nfe in NFES:
-                x, n = run(nfe)
-                row.cells[nfe] = (n, rms_error(x, p.refs[spec.target]))
-            rows.append(row)
-    return rows
+def adaptive_rows(p: Problem, repeats: int) -> List[Tuple[str, str, List[Tuple[float, Cell]]]]:
+    """(label, source, [(tol, cell)]): k-diffusion's sample_dpm_adaptive (order 3, rtol =
+    atol = tol) and ours (sample(solver='ode', method=..., rtol = atol = tol))."""
+    def ours(method: str) -> Runner:
+        def run(tol: float) -> Tuple[Tensor, int]:
+            res = sd.sample(p.score, p.sde, tuple(p.x_T.shape), "ode", x_T=p.x_T, method=method,
+                            rtol=tol, atol=tol, eps=EPS, max_steps=100_000)
+            return res.x, res.nfe
+        return run
+
+    runs = [(f"ode, method='{m}'", "scoresde", ours(m)) for m in ("bosh3", "dopri5")]
+    if kdiffusion() is not None:
+        runs.append(("k-diffusion sample_dpm_adaptive (order 3)", "k-diffusion",
+                     lambda tol: kdiff_dpm(p, "sample_dpm_adaptive", order=3, rtol=tol, atol=tol)))
+    cells = measure_all([(run, tol, p.refs["x_eps"]) for _, _, run in runs for tol in KDIFF_TOLS],
+                        repeats, p.x_T.device)
+    k = len(KDIFF_TOLS)
+    return [(label, source, list(zip(KDIFF_TOLS, cells[i * k:(i + 1) * k])))
+            for i, (label, source, _) in enumerate(runs)]
+
+
+def deterministic_rows(p: Problem, repeats: int) -> List[Row]:
+    runs = [(spec, "scoresde", ours_det(p, spec)) for spec in OURS_DET]
+    runs += [(spec, "diffusers", run) for spec, run in diffusers_det(p)]
+    runs += [(spec, "k-diffusion", run) for spec, run in kdiff_det(p)]
+    cells = iter(measure_all([(run, nfe, p.refs[spec.target]) for spec, _, run in runs
+                              for nfe in NFES], repeats, p.x_T.device))
+    return [Row(spec.label, source, spec.grid, spec.target, {nfe: next(cells) for nfe in NFES})
+            for spec, source, _ in runs]
+
+
+def score_eval_seconds(p: Problem, repeats: int = 20) -> float:
+    """Median wall time of one exact score evaluation on the problem's batch."""
+    t = torch.full((p.x_T.shape[0],), 0.5, dtype=p.x_T.dtype, device=p.x_T.device)
+    return C.median_time(lambda: p.score(p.x_T, t), p.x_T.device, repeats, warmup=2)
+
+
+def fitted_order(row: Row) -> float:
+    """-slope of the least-squares line through (log NFE, log error) over the cells with a
+    target NFE in ORDER_NFES (the asymptotic range)."""
+    pts = [(math.log(c.nfe), math.log(c.err)) for n, c in row.cells.items()
+           if n in ORDER_NFES and c.err > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    return -sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def time_ratio(row: Row, base: Row) -> float:
+    """Median over the NFE targets of (row's seconds per NFE) / (base's seconds per NFE)."""
+    return statistics.median((c.sec / c.nfe) / (base.cells[n].sec / base.cells[n].nfe)
+                             for n, c in row.cells.items())
 
 
 # -- stochastic samplers: weak error ---------------------------------------------------
@@ -458,12 +641,7 @@ def weak_rows(p: Problem, cfg: C.Config) -> Tuple[List[WeakRow], Dict[str, Tuple
                 x = sch.step(eps(x, k), k, x, generator=g).prev_sample
             row.cells[nfe] = (eps.calls, weak_metrics(x, laws["0"], exact["0"]))
         rows.append(row)
-    try:
-        import k_diffusion.sampling  # noqa: F401
-        have_k = True
-    except Exception:  # noqa: BLE001
-        have_k = False
-    if have_k:
+    if kdiffusion() is not None:
         row = WeakRow("k-diffusion sample_euler_ancestral", "k-diffusion", "0")
         for nfe in nfes:
             x, calls = kdiff_run(p, "sample_euler_ancestral", nfe, seed=4, x_T=x_T)
@@ -473,20 +651,26 @@ def weak_rows(p: Problem, cfg: C.Config) -> Tuple[List[WeakRow], Dict[str, Tuple
 
 
 # -- the section ----------------------------------------------------------------------
-def _plot_det(cfg: C.Config, p: Problem, rows: List[Row]) -> str:
+def _plot_det(cfg: C.Config, p: Problem, rows: List[Row], adaptive) -> str:
     plt = C.pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     styles = {"scoresde": "-", "diffusers": "--", "k-diffusion": ":"}
-    ax.set_prop_cycle(color=[plt.cm.tab20(i % 20) for i in range(len(rows))])
+    n = len(rows) + len(adaptive)
+    ax.set_prop_cycle(color=[plt.cm.tab20(i % 20) if i < 20 else plt.cm.tab20b(i % 20)
+                             for i in range(n)])
     for r in rows:
-        xs = [r.cells[n][0] for n in NFES]
-        ys = [max(r.cells[n][1], 1e-16) for n in NFES]
+        xs = [r.cells[k].nfe for k in NFES]
+        ys = [max(r.cells[k].err, 1e-16) for k in NFES]
         ax.loglog(xs, ys, styles[r.source], marker="o", ms=3, label=r.label)
+    for label, source, cells in adaptive:
+        ax.loglog([c.nfe for _, c in cells], [max(c.err, 1e-16) for _, c in cells],
+                  styles[source], marker="s", ms=5, lw=2, label=f"{label} (adaptive)")
     ax.set_xlabel("NFE")
     ax.set_ylabel("RMS error / sqrt(D)")
-    ax.set_title(f"PF-ODE global error, {p.key} (exact score, float64)")
+    ax.set_title(f"PF-ODE global error, {p.key} (exact score, float64): "
+                 "solid scoresde, dashed diffusers, dotted k-diffusion")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return C.save_figure(fig, cfg, f"bench_accuracy_{p.key}")
 
 
@@ -520,78 +704,152 @@ def _peer_lines() -> List[str]:
         out.append("- diffusers is not installed: its rows are skipped (`pip install -e .[bench]` "
                    "adds them).")
     else:
-        out.append(f"- diffusers {v}: `DPMSolverMultistepScheduler` (`dpmsolver++`, orders 2 "
-                   "and 3, `timestep_spacing='linspace'`, `final_sigmas_type='sigma_min'`, "
-                   "`lower_order_final=True`), `DDIMScheduler` (`timestep_spacing='trailing'`, "
-                   "`set_alpha_to_one=False`, eta 0) and, for the weak errors, `DDPMScheduler` "
-                   "(`trailing`, `fixed_small`), all with `trained_betas` such that "
-                   "`alphas_cumprod[k]` is the VPSDE's alphabar at t_k = (k + 1)/1000, and the "
-                   "exact eps evaluated at the VPSDE time whose alphabar is the scheduler's own "
-                   "(float32) `alphas_cumprod[k]`. Their grids run from t = 1 to t_0 = 1e-3, the "
-                   "same end time as ours; diffusers keeps the schedule in float32 and "
-                   "`DPMSolverMultistepScheduler` steps in float32, which floors its error near "
-                   "1e-6. Its grid is uniform in t: the row 'DPM-Solver++(2M), uniform grid' is "
-                   "ours on the same kind of grid.")
-    v = C.version_of("k_diffusion")
-    if v is None:
-        out.append("- k-diffusion is not installed: its rows are skipped (with it installed, "
-                   "`k_diffusion.sampling.sample_euler`, `sample_heun`, `sample_dpmpp_2m` and "
-                   "`sample_euler_ancestral` run on the Karras grid with the exact denoiser).")
+        out.append(
+            f"- diffusers {v}, every scheduler with `trained_betas` such that `alphas_cumprod[k]` "
+            "is the VPSDE's alphabar at t_k = (k + 1)/1000 (one discrete schedule for all), "
+            "from t = 1 to the same end as ours: `DDIMScheduler` (`timestep_spacing='trailing'`, "
+            "`set_alpha_to_one=False`, eta 0), `DPMSolverMultistepScheduler` (`dpmsolver++`, "
+            "orders 2 and 3) and `UniPCMultistepScheduler` (bh2, `predict_x0`, orders 2 and 3), "
+            "both `timestep_spacing='linspace'`, `final_sigmas_type='sigma_min'`, "
+            "`lower_order_final=True`: these end at t_0 = 1e-3 (compared with x(eps)) and get "
+            "the exact eps at the VPSDE time whose alphabar is the scheduler's own (float32) "
+            "`alphas_cumprod[k]`. `HeunDiscreteScheduler` and `LMSDiscreteScheduler` (order 4), "
+            "`linspace`, step x~ in sigma space down to sigma = 0 (compared with the denoised "
+            "reference): the loop starts from x~_T = x_T sqrt(1 + sigma_max^2) with the "
+            "scheduler's sigma_max, and the exact eps is evaluated at the time of the "
+            "scheduler's current `sigmas[step_index]` (the conversion below). For the weak "
+            "errors, `DDPMScheduler` (`trailing`, `fixed_small`). diffusers keeps the schedule "
+            "in float32 and the multistep schedulers step in float32, which floors their errors "
+            "near 1e-6. Their grid is uniform in t: the row 'DPM-Solver++(2M), uniform grid' is "
+            "ours on the same kind of grid.")
+    v = kdiffusion_version()
+    if v is None or kdiffusion() is None:
+        out.append(f"- k-diffusion is not installed: its rows are skipped (`{KDIFF_INSTALL}` "
+                   "adds them; its dependencies are not needed).")
     else:
-        out.append(f"- k-diffusion {v}: `sample_euler`, `sample_heun`, `sample_dpmpp_2m` (and "
-                   "`sample_euler_ancestral` for the weak errors) on `get_sigmas_karras(n, "
-                   "sigma(eps), sigma(T), rho=7)` (ending at sigma = 0, so compared with the "
-                   "denoised reference), with the exact denoiser D(x/alpha, sigma) = x0 of the "
-                   "VPSDE at the time of sigma = std/alpha.")
+        out.append(
+            f"- k-diffusion {v} (installed with `{KDIFF_INSTALL}`; `k_diffusion/sampling.py` "
+            "loaded alone by `benchmarks/kdiffusion_loader.py`, the package's `__init__` is "
+            "never run): `sample_euler`, `sample_heun`, `sample_lms` (order 4), "
+            "`sample_dpmpp_2m` and `sample_dpmpp_3m_sde` with eta = 0 (the DPM-Solver++(3M) "
+            "ODE) on `get_sigmas_karras(n, sigma(eps), sigma(T), rho=7)` then 0 (compared with "
+            "the denoised reference), and `sample_dpm_fast` (NFE exactly the budget, steps "
+            "uniform in log sigma) and `sample_dpm_adaptive` (order 3) from sigma(T) to "
+            "sigma(eps) (compared with x(eps)); `sample_euler_ancestral` for the weak errors. "
+            "Called with the default dtype float64 (k-diffusion builds its grids with "
+            "`torch.linspace`/`torch.tensor`).")
+    out += ["", "The sigma-space conversion (`SigmaSpace` in benchmarks/accuracy.py, the one "
+            "place it is written): x_t = alpha x0 + std z is x~ = x_t/alpha = x0 + sigma z with "
+            "sigma = std/alpha; the VPSDE time of a sigma solves alphabar(t) = alpha^2 = "
+            "1/(1 + sigma^2) (closed form for the linear schedule); k-diffusion's denoiser is "
+            "D(x~; sigma) = (x_t + std^2 score(x_t, t))/alpha with x_t = alpha x~ (Tweedie's "
+            "x0); diffusers' sigma schedulers feed x~/sqrt(1 + sigma^2) = x_t and get "
+            "eps = -std score(x_t, t). Every peer's NFE is counted by a wrapper around the "
+            "model, never from a formula."]
     return out
 
 
+def _best(rows: List[Row], nfe: int, ours: bool) -> Row:
+    return min((r for r in rows if (r.source == "scoresde") == ours),
+               key=lambda r: r.cells[nfe].err)
+
+
 def run(cfg: C.Config) -> C.Section:
+    repeats = TIME_REPEATS_QUICK if cfg.quick else TIME_REPEATS_FULL
     md: List[str] = ["## 1. Accuracy against NFE", "",
                      "Every solver integrates the probability-flow ODE of `VPSDE()` (beta 0.1 "
                      "to 20) in float64 with the exact score, from the same seeded x_T at t = 1 "
                      f"to eps = {EPS:g}, with its own default grid and options. Error: the "
                      "RMS over the batch of ||x - x_ref||_2 / sqrt(D), where x_ref is a dopri5 "
-                     f"solve at rtol = atol = {REF_TOL:g} from the same x_T. `ddim` and "
-                     "`heun_karras` end with a denoising update to t = 0 (x0 predicted at eps), "
-                     "so they are compared with the reference's Tweedie denoise (x + std^2 "
-                     "score)/alpha at eps ('denoised x(eps)'); all others with x(eps). NFE "
-                     "targets 5, 10, 20, 50, 100, matched as closely as each solver's steps "
-                     "allow; the cells give the NFE actually counted.", "",
+                     f"solve at rtol = atol = {REF_TOL:g} from the same x_T. `ddim`, "
+                     "`heun_karras` and the peers that step to sigma = 0 end with a denoising "
+                     "update to t = 0 (x0 predicted at eps), so they are compared with the "
+                     "reference's Tweedie denoise (x + std^2 score)/alpha at eps ('denoised "
+                     "x(eps)'); all others with x(eps). NFE targets "
+                     f"{', '.join(str(n) for n in NFES)}, matched as closely as each solver's "
+                     "steps allow; the cells give the NFE actually counted.", "",
                      "Peers, on the same problems with the same exact scores:", ""] + _peer_lines() + [""]
     targets = []
     problems = make_problems(cfg)
     weak_results = []
     headline = {}
+    summaries = []
     for p in problems:
         C.log(f"[accuracy] {p.key}: reference solve")
         build_references(p)
-        C.log(f"[accuracy] {p.key}: deterministic samplers")
-        rows = deterministic_rows(p)
-        img = _plot_det(cfg, p, rows)
+        C.log(f"[accuracy] {p.key}: deterministic samplers and peers")
+        rows = deterministic_rows(p, repeats)
+        C.log(f"[accuracy] {p.key}: adaptive")
+        adaptive = adaptive_rows(p, repeats)
+        img = _plot_det(cfg, p, rows, adaptive)
         md += [f"### {p.title}", "",
                f"Batch {p.x_T.shape[0]}, x_T ~ N(0, I) seeded, VPSDE(0.1, 20), float64, end time "
                f"eps = {EPS:g}; {p.score_note}; reference: {p.ref_note}.", ""]
         headers = ["solver", "source", "grid", "compared with"] + [f"NFE≈{n}" for n in NFES]
         table = [[r.label, r.source, r.grid,
                   "x(eps)" if r.target == "x_eps" else "denoised x(eps)"]
-                 + [f"{C.fmt_e(r.cells[n][1])} ({r.cells[n][0]})" for n in NFES] for r in rows]
+                 + [f"{C.fmt_e(r.cells[n].err)} ({r.cells[n].nfe})" for n in NFES] for r in rows]
         md += ["Cells: RMS error / sqrt(D) (NFE counted).", "",
                C.md_table(headers, table, "llll" + "r" * len(NFES)), "", f"![{p.key}]({img})", ""]
+
         by = {r.label: r for r in rows}
+        base = by["DPM-Solver++(2M)"]
+        eval_sec = score_eval_seconds(p)
+        md += [f"**Fitted orders and wall time, {p.key}.** Order: minus the least-squares slope "
+               "of log error against log NFE over the cells at NFE≈"
+               f"{', '.join(str(n) for n in ORDER_NFES)} (the asymptotic range; a row whose "
+               "error has reached a float floor fits a lower slope). Wall time: each solve "
+               f"run {repeats} times, in rounds over all the rows, the fastest kept; ms/NFE is "
+               "the median over the NFE targets of seconds per counted evaluation; 'time/NFE vs "
+               "ours' is the median over the NFE targets of that row's seconds per NFE over "
+               "scoresde's `DPM-Solver++(2M)` at the same target, measured in this run. The "
+               "exact score costs the same per call in every row (about "
+               f"{1e3 * eval_sec:.2f} ms here), so the differences are the loops' own cost per "
+               "step; with a network costing more per call the ratios move toward 1.", ""]
+        srows = []
+        for r in rows:
+            ms = statistics.median(1e3 * c.sec / c.nfe for c in r.cells.values())
+            srows.append([r.label, r.source, C.fmt_f(fitted_order(r), 2), C.fmt_f(ms, 3),
+                          C.fmt_f(time_ratio(r, base), 2)])
+        md += [C.md_table(["solver", "source", "fitted order", "ms / NFE", "time/NFE vs ours"],
+                          srows, "llrrr"), ""]
+
+        md += [f"**Adaptive step size, {p.key}**: rtol = atol = tol; cells: error (NFE counted, "
+               "rejected steps included). scoresde's rows take the state's own norm; "
+               "`sample_dpm_adaptive`'s controller measures the error of x~ = x/alpha (its "
+               "rtol/atol defaults, 0.05/0.0078, are for images in [-1, 1]), so equal "
+               "tolerances are not equal accuracy: compare the pairs (NFE, error). Plotted as "
+               "squares.", ""]
+        md += [C.md_table(["solver", "source"] + [f"tol {t:g}" for t in KDIFF_TOLS],
+                          [[label, source] + [f"{C.fmt_e(c.err)} ({c.nfe})" for _, c in cells]
+                           for label, source, cells in adaptive], "ll" + "r" * len(KDIFF_TOLS)), ""]
+        summaries.append((p, rows))
         headline[p.key] = (by["DPM-Solver++(2M)"].cells[10], by["DDIM"].cells[10])
         C.log(f"[accuracy] {p.key}: stochastic samplers")
         weak_results.append((p,) + weak_rows(p, cfg))
 
+    md += ["### Best of each at every NFE", "",
+           "The fixed-step row with the smallest error at each NFE target, among scoresde's "
+           "and among the peers' (the compared-with column of its table applies).", ""]
+    brows = []
+    for p, rows in summaries:
+        for n in NFES:
+            o, q = _best(rows, n, True), _best(rows, n, False)
+            brows.append([p.key, n, f"{o.label}: {C.fmt_e(o.cells[n].err)} ({o.cells[n].nfe})",
+                          f"{q.label}: {C.fmt_e(q.cells[n].err)} ({q.cells[n].nfe})",
+                          C.fmt_f(q.cells[n].err / o.cells[n].err, 2)])
+    md += [C.md_table(["problem", "NFE≈", "best scoresde (NFE)", "best peer (NFE)",
+                       "peer / scoresde error"], brows, "lrllr"), ""]
+
     md += ["### Headline: DPM-Solver++(2M) against DDIM at 10 NFE", "",
            "Target: the 2M error at 10 NFE is at most half of DDIM's at 10 NFE.", ""]
     hrows = []
-    for key, ((n2, e2), (nd, ed)) in headline.items():
-        ok = e2 <= 0.5 * ed
-        hrows.append([key, f"{C.fmt_e(e2, 2)} ({n2})", f"{C.fmt_e(ed, 2)} ({nd})",
-                      C.fmt_f(e2 / ed, 3), C.verdict(ok)])
+    for key, (c2, cd) in headline.items():
+        ok = c2.err <= 0.5 * cd.err
+        hrows.append([key, f"{C.fmt_e(c2.err, 2)} ({c2.nfe})", f"{C.fmt_e(cd.err, 2)} ({cd.nfe})",
+                      C.fmt_f(c2.err / cd.err, 3), C.verdict(ok)])
         targets.append((f"DPM-Solver++(2M) ≤ 0.5 × DDIM at 10 NFE, {key}", ok,
-                        f"ratio {e2 / ed:.3f}"))
+                        f"ratio {c2.err / cd.err:.3f}"))
     md += [C.md_table(["problem", "DPM-Solver++(2M) error (NFE)", "DDIM error (NFE)", "ratio",
                        "target ≤ 0.5"], hrows), ""]
 
