@@ -36,7 +36,7 @@ QUICK_SKIP = {("euler_maruyama", 1_000_000), ("ode_heun", 1_000_000)}
 BEFORE_SIZES = (10_000,)   # grad=True keeps every step's graph: 1e5 points pass 23 GB
 LIKELIHOOD = ((256, 16), (1024, 4))    # (D, batch) for the exact trace
 SLOPE_TARGET = 1.5                     # sampler slope <= 1.5 x one evaluation's slope
-STEPS_TARGET = 1.15                    # peak at 4x the steps <= 1.15 x the peak
+STEPS_TARGET = 1.15                    # likelihood: peak at rtol 1e-5 <= 1.15 x at 1e-3
 
 
 # -- the child: one measurement ---------------------------------------------------------------
@@ -146,7 +146,8 @@ def run(cfg: C.Config) -> C.Section:
     C.log("[memory] chunked")
     chunked = measure({"device": dev, "kind": "sample", "solver": "dpm_solver++", "steps": 10,
                        "n": 1_000_000, "batch_size": CHUNK})
-    rows.append([f"`dpm_solver++`, 10 steps, batch_size={CHUNK}", str(chunked.get("nfe", "?"))]
+    rows.append([f"`dpm_solver++`, 10 steps, batch_size={CHUNK} (NFE summed over the chunks)",
+                 str(chunked.get("nfe", "?"))]
                 + ["", "", _cell(chunked), ""])
 
     C.log("[memory] steps")
@@ -154,11 +155,16 @@ def run(cfg: C.Config) -> C.Section:
                    "n": 100_000})
     many = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": 80,
                     "n": 100_000})
+    # Four times the steps may add at most one evaluation's activations to the peak (the
+    # allocator's high-water mark moves a little with time); a kept graph would add
+    # 60 more evaluations' worth.
+    one_eval_mb = eval_slope * 100_000 / 2 ** 20
     steps_ok = "error" not in few and "error" not in many and \
-        many["mb"] <= STEPS_TARGET * few["mb"]
-    targets.append((f"memory: ode_heun peak at 40 Heun steps ≤ {STEPS_TARGET} × at 10 "
-                    f"(1e5 points)",
-                    steps_ok, f"{_cell(many)} vs {_cell(few)}"))
+        many["mb"] - few["mb"] <= one_eval_mb
+    targets.append(("memory: ode_heun peak at 40 Heun steps - at 10 ≤ one evaluation's "
+                    "activations (1e5 points)",
+                    steps_ok, f"{many['mb'] - few['mb']:.0f} vs {one_eval_mb:.0f} MiB"
+                    if steps_ok or "mb" in many and "mb" in few else "error"))
 
     C.log("[memory] likelihood")
     ll_rows = []
