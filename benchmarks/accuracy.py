@@ -754,6 +754,29 @@ def _best(rows: List[Row], nfe: int, ours: bool) -> Row:
                key=lambda r: r.cells[nfe].err)
 
 
+def uses_defaults(spec: Det) -> bool:
+    """True when every option the row passes (besides ``steps``) is the registry's default:
+    the row is the solver as a user gets it by naming it."""
+    options = SOLVERS[spec.solver].options
+    return all(options[k].default == v for k, v in spec.opts.items())
+
+
+FEW_STEP_NFES = (10, 20)   # item 2 of issue 12: ahead of every peer at few steps
+FEW_STEP_FACTOR = 0.5
+
+
+def few_step_rows(rows: List[Row], nfe: int) -> Tuple[Optional[Row], Row]:
+    """The best scoresde row run with default options and at most ``nfe`` counted
+    evaluations, and the best peer row in the same NFE column (its count may exceed ``nfe``
+    by one where its steps cannot hit it: in the peer's favour)."""
+    default_labels = {spec.label for spec in OURS_DET if uses_defaults(spec)}
+    ours = [r for r in rows if r.source == "scoresde" and r.label in default_labels
+            and r.cells[nfe].nfe <= nfe]
+    peers = [r for r in rows if r.source != "scoresde"]
+    best_ours = min(ours, key=lambda r: r.cells[nfe].err) if ours else None
+    return best_ours, min(peers, key=lambda r: r.cells[nfe].err)
+
+
 def run(cfg: C.Config) -> C.Section:
     repeats = TIME_REPEATS_QUICK if cfg.quick else TIME_REPEATS_FULL
     md: List[str] = ["## 1. Accuracy against NFE", "",
@@ -840,6 +863,35 @@ def run(cfg: C.Config) -> C.Section:
                           C.fmt_f(q.cells[n].err / o.cells[n].err, 2)])
     md += [C.md_table(["problem", "NFE≈", "best scoresde (NFE)", "best peer (NFE)",
                        "peer / scoresde error"], brows, "lrllr"), ""]
+
+    md += ["### Few steps: default scoresde against the best peer", "",
+           f"Target (issue 12, item 2): at {' and '.join(str(n) for n in FEW_STEP_NFES)} NFE "
+           f"the best scoresde solver *with its default options* has at most "
+           f"{FEW_STEP_FACTOR:g} × the error of the best peer solver at the same NFE. The "
+           "scoresde candidates are the rows above that pass no option other than `steps`, "
+           "or only options equal to the registry's defaults ("
+           + ", ".join(f"`{spec.solver}`" for spec in OURS_DET if uses_defaults(spec))
+           + ") and that counted at most the target's NFE; the peers are every fixed-step "
+           "peer row in the same column (the compared-with column of its table applies).",
+           ""]
+    frows = []
+    for p, rows in summaries:
+        for n in FEW_STEP_NFES:
+            o, q = few_step_rows(rows, n)
+            if o is None:
+                ok, ratio, cell = False, math.inf, "none"
+            else:
+                ratio = o.cells[n].err / q.cells[n].err
+                ok = ratio <= FEW_STEP_FACTOR
+                cell = f"{o.label}: {C.fmt_e(o.cells[n].err)} ({o.cells[n].nfe})"
+            frows.append([p.key, n, cell,
+                          f"{q.label}: {C.fmt_e(q.cells[n].err)} ({q.cells[n].nfe})",
+                          C.fmt_f(ratio, 3), C.verdict(ok)])
+            targets.append((f"default scoresde ≤ {FEW_STEP_FACTOR:g} × best peer error at "
+                            f"{n} NFE, {p.key}", ok,
+                            f"ratio {ratio:.2f} ({o.label if o else 'none'} vs {q.label})"))
+    md += [C.md_table(["problem", "NFE", "best default scoresde (NFE)", "best peer (NFE)",
+                       "ratio", f"target ≤ {FEW_STEP_FACTOR:g}"], frows, "lrllrc"), ""]
 
     md += ["### Headline: DPM-Solver++(2M) against DDIM at 10 NFE", "",
            "Target: the 2M error at 10 NFE is at most half of DDIM's at 10 NFE.", ""]
