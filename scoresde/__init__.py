@@ -3,7 +3,7 @@
 Forward SDEs, score parametrizations, closed-form oracles, reverse-time SDE and
 probability-flow ODE samplers, and exact likelihoods. See README.md and docs/.
 """
-from . import nets, oracles
+from . import guidance, nets, oracles
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .likelihood import (BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, dequantize,
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "VPTypeSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE",
-    "ScoreModel", "score_from_eps", "oracles", "GaussianData", "GaussianMixture",
+    "ScoreModel", "score_from_eps", "oracles", "GaussianData", "GaussianMixture", "guidance",
     "sample", "SampleResult", "list_solvers",
     "log_likelihood", "LikelihoodResult", "bits_per_dim", "BitsPerDimResult", "dequantize",
     "encode", "decode",

@@ -31,7 +31,10 @@ class ScoreModel(nn.Module):
     """A score function s(x, t) = grad_x log p_t(x) built from a network.
 
     Args:
-        net: callable ``net(x, t_in) -> tensor shaped like x`` with ``t_in`` a [batch] tensor.
+        net: callable ``net(x, t_in) -> tensor shaped like x`` with ``t_in`` a [batch] tensor;
+            a conditional network is also called as ``net(x, t_in, cond)`` with ``cond`` a
+            [batch] tensor of labels (``scoresde.guidance.NULL_LABEL`` = -1 selecting the
+            learned null token), e.g. ``MLP(dim, num_classes=10)``.
         sde: the forward SDE the network was trained with.
         prediction: what the network predicts: "epsilon" (the noise), "sample" (x_0),
             "v_prediction" (v = alpha eps - std x_0) or "score".
@@ -42,7 +45,9 @@ class ScoreModel(nn.Module):
         time_scale: the factor for "scaled" (default 999).
 
     Calling ``model(x, t)`` returns the score shaped like x; ``model.eps(x, t)`` the noise
-    prediction and ``model.x0(x, t)`` the denoised estimate.
+    prediction and ``model.x0(x, t)`` the denoised estimate. Each takes an optional
+    ``cond`` (``model(x, t, cond)``), handed to the network as its third argument; without
+    it the network is called as ``net(x, t_in)``.
     """
 
     def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
@@ -76,13 +81,14 @@ class ScoreModel(nn.Module):
             return self.sde._marginal_coeffs(t)[1]
         return t
 
-    def _output(self, x: Tensor, t: TimeLike):
+    def _output(self, x: Tensor, t: TimeLike, cond: Optional[Tensor] = None):
         check_state("x", x)
-        return self._raw(x, self.sde.time(t, batch=x.shape[0], like=x))
+        return self._raw(x, self.sde.time(t, batch=x.shape[0], like=x), cond)
 
-    def _raw(self, x: Tensor, t: Tensor):
+    def _raw(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None):
         """Network output, alpha and std (broadcastable to x) for a valid [batch] time t."""
-        out = self.net(x, self.network_time(t))
+        t_in = self.network_time(t)
+        out = self.net(x, t_in) if cond is None else self.net(x, t_in, cond)
         check_instance("net(x, t)", out, Tensor, f"a tensor shaped like x {tuple(x.shape)}")
         if out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
@@ -90,27 +96,27 @@ class ScoreModel(nn.Module):
         alpha, std = self.sde._marginal_coeffs(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
-    def eps(self, x: Tensor, t: TimeLike) -> Tensor:
+    def eps(self, x: Tensor, t: TimeLike, cond: Optional[Tensor] = None) -> Tensor:
         """The noise prediction eps(x, t), shaped like x."""
-        out, alpha, std = self._output(x, t)
+        out, alpha, std = self._output(x, t, cond)
         return _to_eps(self.prediction, out, x, alpha, std)
 
-    def x0(self, x: Tensor, t: TimeLike) -> Tensor:
+    def x0(self, x: Tensor, t: TimeLike, cond: Optional[Tensor] = None) -> Tensor:
         """The denoised estimate x0 = (x - std eps)/alpha (Tweedie's formula), shaped like x."""
-        out, alpha, std = self._output(x, t)
+        out, alpha, std = self._output(x, t, cond)
         if self.prediction == "sample":
             return out
         return x0_from_eps(x, _to_eps(self.prediction, out, x, alpha, std), alpha, std)
 
-    def forward(self, x: Tensor, t: TimeLike) -> Tensor:
-        """The score grad_x log p_t(x), shaped like x."""
-        return self._score(*self._output(x, t), x)
+    def forward(self, x: Tensor, t: TimeLike, cond: Optional[Tensor] = None) -> Tensor:
+        """The score grad_x log p_t(x) (or grad_x log p_t(x | cond)), shaped like x."""
+        return self._score(*self._output(x, t, cond), x)
 
-    def score_unchecked(self, x: Tensor, t: Tensor) -> Tensor:
+    def score_unchecked(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         """``forward`` for a t that is already a valid [batch] time tensor of x's dtype and
         device, as the samplers pass (their grids are checked once at the entry point): the
         same arithmetic without the per-call checks of x and t, which cost host syncs."""
-        return self._score(*self._raw(x, t), x)
+        return self._score(*self._raw(x, t, cond), x)
 
     def _score(self, out: Tensor, alpha: Tensor, std: Tensor, x: Tensor) -> Tensor:
         if self.prediction == "score":
@@ -166,9 +172,10 @@ def score_from_eps(eps_net: Callable[[Tensor, Tensor], Tensor], sde: SDE,
 
 
 # -- calling a score -----------------------------------------------------------------------
-def call_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
-    """Evaluate score(x, t) with t a [batch] tensor and check the result's shape."""
-    s = score(x, t)
+def call_score(score: ScoreFn, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    """Evaluate score(x, t) (score(x, t, cond) when cond is given) with t a [batch] tensor
+    and check the result's shape."""
+    s = score(x, t) if cond is None else score(x, t, cond)
     if not isinstance(s, Tensor):
         raise TypeError(f"score(x, t) must return a tensor shaped like x {tuple(x.shape)}, got "
                         f"{_describe(s)} of type {type(s).__name__}")
@@ -199,8 +206,8 @@ class FirstCallChecked:
         self.score = score
         self.checked = False
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        s = call_score(self.score, x, t)
+    def __call__(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        s = call_score(self.score, x, t, cond)
         if not self.checked:
             if not s.is_floating_point():
                 raise TypeError(f"score(x, t) must return a floating-point tensor like x "

@@ -20,7 +20,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("sdes",),                               # forward SDEs (checks from solvers.validation)
     ("_validation",),                        # entry-point checks that know SDEs and networks
     ("score", "oracles", "grids", "nets"),   # score models, closed forms, time grids, networks
-    ("dynamics", "losses", "data"),          # reverse SDE / probability flow, losses, data sets
+    ("dynamics", "losses", "data", "guidance"),  # reverse SDE / PF-ODE, losses, data, guided scores
     ("samplers", "likelihood"),              # sample(), log_likelihood()
     ("checkpoint",),                         # saving and loading models
     ("training",),                           # Trainer

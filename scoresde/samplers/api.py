@@ -16,6 +16,7 @@ from torch import Tensor
 import solvers
 
 from .._shapes import batch_view
+from ..guidance import GuidedScore, check_cond, check_guidance_args
 from .._validation import (check_callable, check_choice, check_finite, check_floating_dtype,
                            check_instance, check_int, check_matches_network,
                            check_score_and_sde, check_shape, check_state,
@@ -49,7 +50,9 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
            dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None,
            progress: bool = False, callback: Optional[Callable[[int, float, Tensor], None]] = None,
            return_trajectory: bool = False, grad: bool = False,
-           batch_size: Optional[int] = None, **options: Any) -> SampleResult:
+           batch_size: Optional[int] = None, cond: Any = None, guidance: Optional[float] = None,
+           classifier: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+           classifier_scale: Optional[float] = None, **options: Any) -> SampleResult:
     """Draw samples by integrating the reverse-time SDE or the probability-flow ODE.
 
     Args:
@@ -83,6 +86,19 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
             not the one-batch run. Adaptive solvers control the error of each chunk
             separately, so their steps (and results, within the tolerance) differ from
             one batch. ``nfe`` and the step counts in ``stats`` are totals over chunks.
+        cond: conditional sampling (docs/guidance.md, ``scoresde.guidance``): a [batch]
+            tensor of labels (or [batch, ...]; one int for the whole batch), sliced with
+            x_T's batch; the score is called as score(x, t, cond). Without a classifier
+            this samples p(x | cond) (guidance 0).
+        guidance: classifier-free guidance weight w >= 0 (Ho & Salimans 2022, eq. 6):
+            s = (1 + w) s(x, t, cond) - w s(x, t, null), the null label being -1. For
+            w > 0 cond and null go through one batched call and ``nfe`` counts 2 per
+            guided evaluation (``stats["network_calls"]`` the calls made).
+        classifier: classifier guidance (Song et al. 2021, Sec. 5): a time-dependent
+            classifier f(x, t) -> logits [batch, n_classes]; the score is then called
+            unconditionally and w grad_x log softmax(f(x, t))[cond] is added.
+            ``stats["classifier_evals"]`` counts its calls (one backward pass each).
+        classifier_scale: w of the classifier term (default 1; needs ``classifier``).
         **options: the solver's own options, checked against its schema in ``SOLVERS``
             (``list_solvers()``; docs/sampling.md): e.g. steps (network evaluations, for
             every fixed-step solver), eps (end time), grid ("uniform", "quadratic",
@@ -95,6 +111,7 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         SampleResult with x [batch, *dims], nfe (counted score evaluations), stats.
     """
     check_score_and_sde(score, sde)
+    guide = check_guidance_args(cond, guidance, classifier, classifier_scale)
     check_choice("solver", solver, tuple(SOLVERS))
     spec = SOLVERS[solver]
     if not isinstance(grad, bool):
@@ -127,6 +144,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
             raise ValueError(f"{name} applies to fixed-grid solvers, not the adaptive "
                              f"{solver!r}; use a fixed-step solver such as 'ode_rk4'")
     shape = check_shape("shape", shape)
+    if guide:
+        cond = check_cond(cond, shape[0])
     if dtype is not None:
         check_floating_dtype("dtype", dtype)
     if generator is not None:
@@ -157,6 +176,9 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
 
     check_matches_network("x_T", x, score)
     counted = solvers.CountingFunction(unchecked(score))
+    if guide:
+        cond = cond.to(x.device)
+        counted = GuidedScore(counted, **guide)
     ctx = Context(score=counted, sde=sde, noise=solvers.GaussianNoise(generator),
                   generator=generator, opts=opts,
                   loop={"progress": progress, "callback": callback,
@@ -168,7 +190,11 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     # parameters require grad). A step that needs a gradient takes it locally.
     with torch.set_grad_enabled(grad):
         sols = []
-        for chunk in x.split(batch_size or x.shape[0]):
+        chunks = x.split(batch_size or x.shape[0])
+        conds = cond.split(batch_size or x.shape[0]) if guide else [None] * len(chunks)
+        for chunk, chunk_cond in zip(chunks, conds):
+            if guide:  # the guided score follows the chunk's labels
+                counted.bind(chunk_cond)
             # Errors name the solver; a final denoising step (Tweedie) is checked like a step.
             with solvers.naming_solver(name):
                 sol = spec.run(ctx, chunk)
@@ -178,15 +204,18 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
                     sol.x, step=sol.stats.get("steps", 0) + 1, t=float(opts.get("eps", 0.0)),
                     what="the final denoising step (Tweedie's formula) returned NaN/inf")
             sols.append(sol)
+    if guide:
+        return _merge_chunks(sols, counted.nfe, return_trajectory, counted.stats())
     return _merge_chunks(sols, counted.calls, return_trajectory)
 
 
-def _merge_chunks(sols: List[Any], nfe: int, return_trajectory: bool) -> SampleResult:
+def _merge_chunks(sols: List[Any], nfe: int, return_trajectory: bool,
+                  extra: Optional[Dict[str, int]] = None) -> SampleResult:
     """One SampleResult from the solutions of consecutive chunks of the batch: states
     concatenated along the batch (the trajectory along its second axis), work counters
     summed (``solvers.total_stats``), ``nfe`` every evaluation made."""
     x = sols[0].x if len(sols) == 1 else torch.cat([s.x for s in sols])
-    stats = {**solvers.total_stats([s.stats for s in sols]), "nfe": nfe}
+    stats = {**solvers.total_stats([s.stats for s in sols]), "nfe": nfe, **(extra or {})}
     trajectory = None
     if return_trajectory:
         trajectory = (sols[0].xs if len(sols) == 1 else torch.cat([s.xs for s in sols], 1))

@@ -83,7 +83,7 @@ class Counted:
         self.out, self.calls = out, 0
         _COUNTED.append(self)
 
-    def __call__(self, x, t):
+    def __call__(self, x, t, *cond):  # a conditional call score(x, t, cond) ignores cond
         self.calls += 1
         return self.out(x, t)
 
@@ -420,6 +420,34 @@ CASES: List[Case] = [
     Case("sample/ScoreModel-net-returns-nan",
          lambda: smp("dpm_solver++", steps=3, s=model(lambda x, t: torch.full_like(x, NAN))), V,
          has("score", "nan", "finite"), calls=1),
+
+    # ---- sample(): conditional sampling and guidance (docs/guidance.md) -------------------
+    Case("sample/cond-batch-3-for-batch-4", lambda: em(cond=torch.zeros(3, dtype=torch.long)), V,
+         has("cond", "(3,)", "batch size 4")),
+    Case("sample/cond=[0,1,0,1]-list", lambda: em(cond=[0, 1, 0, 1]), T,
+         has("cond", "[0, 1, 0, 1]", "list", "tensor")),
+    Case("sample/guidance=-1", lambda: em(cond=1, guidance=-1.0), V,
+         has("guidance", "-1.0", ">= 0")),
+    Case("sample/guidance=nan", lambda: em(cond=1, guidance=NAN), V,
+         has("guidance", "nan", "finite")),
+    Case("sample/guidance-without-cond", lambda: em(guidance=2.0), V,
+         has("guidance", "cond=")),
+    Case("sample/classifier_scale-without-classifier", lambda: em(cond=1, classifier_scale=2.0),
+         V, has("classifier_scale", "2.0", "classifier=")),
+    Case("sample/guidance-and-classifier", lambda: em(cond=1, guidance=1.0,
+                                                       classifier=lambda x, t: x), V,
+         has("guidance", "1.0", "classifier=")),
+    Case("sample/classifier=5", lambda: em(cond=1, classifier=5), T,
+         has("classifier", "5", "int", "callable")),
+    Case("sample/classifier_scale=-0.5", lambda: em(cond=1, classifier=lambda x, t: x,
+                                                    classifier_scale=-0.5), V,
+         has("classifier_scale", "-0.5", ">= 0")),
+    Case("sample/classifier-returns-(4,)",
+         lambda: em(cond=1, classifier=lambda x, t: x.sum(1)), V,
+         has("classifier(x, t)", "(4,)", "[batch, n_classes]", "[4, n_classes]"), calls=1),
+    Case("sample/classifier-label-3-of-2-classes",
+         lambda: em(cond=3, classifier=lambda x, t: x), V,
+         has("cond", "[0, 2)", "2 classes"), calls=1),
 
     # ---- log_likelihood() ----------------------------------------------------------------
     Case("log_likelihood/x-1d", lambda: ll(x(4)), V, has("x", "(4,)", "[batch, *dims]")),
