@@ -6,7 +6,7 @@ from .counting import CountingFunction
 from .errors import (DivergedStateError, MaxStepsError, NonFiniteStateError, SolverError,
                      check_finite_result, naming_solver)
 from .loop import Step, Update, integrate
-from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise
+from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise, SeededNoise, philox4x32
 from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
 from .ode_fixed import FIXED_ODE_METHODS, ButcherTableau, odeint_fixed, rk_step
 from .pc import Corrector, langevin_corrector, langevin_move, predictor_corrector_step
@@ -30,6 +30,7 @@ __all__ = [
     "RecordingNoise",
     "ReplayNoise",
     "Solution",
+    "SeededNoise",
     "SolverError",
     "Step",
     "TORCHSDE_METHODS",
@@ -43,6 +44,7 @@ __all__ = [
     "naming_solver",
     "odeint_adaptive",
     "odeint_fixed",
+    "philox4x32",
     "predictor_corrector_step",
     "rk_step",
     "sdeint_fixed",

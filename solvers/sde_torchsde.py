@@ -20,7 +20,7 @@ output bit for bit (this is not the one-normal-per-step contract of the fixed-st
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torchsde
@@ -41,8 +41,32 @@ TORCHSDE_METHODS = {
 }
 
 
-class _CountedBrownian(torchsde.BrownianInterval):
-    """A BrownianInterval that counts the increments the solver asks for.
+class _RowBrownian(torchsde.BaseBrownian):
+    """Independent Brownian motions per row: row b is a ``BrownianInterval`` of size
+    (1, d) with its own entropy, so a row's path does not depend on the other rows (nor
+    on how many there are); an increment is the rows' increments stacked."""
+
+    def __init__(self, entropies: Sequence[int], d: int, **kwargs) -> None:
+        self.rows = [torchsde.BrownianInterval(size=(1, d), entropy=e, **kwargs)
+                     for e in entropies]
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        parts = [bm(ta, tb, return_U=return_U, return_A=return_A) for bm in self.rows]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(column) for column in zip(*parts))
+        return torch.cat(parts)
+
+    def __repr__(self) -> str:
+        return f"_RowBrownian({len(self.rows)} rows)"
+
+    dtype = property(lambda self: self.rows[0].dtype)
+    device = property(lambda self: self.rows[0].device)
+    shape = property(lambda self: (len(self.rows), self.rows[0].shape[1]))
+    levy_area_approximation = property(lambda self: self.rows[0].levy_area_approximation)
+
+
+class _CountedBrownian(torchsde.BaseBrownian):
+    """A Brownian motion (``inner``) that counts the increments the solver asks for.
 
     Every torchsde step queries exactly one increment ``bm(s, s_next)``, so the queries
     are the steps. In adaptive mode an attempt is three steps (the full step, then two half
@@ -51,9 +75,9 @@ class _CountedBrownian(torchsde.BrownianInterval):
     the step budget is enforced here, before the step's evaluations.
     """
 
-    def __init__(self, *args, max_steps: int, queries_per_step: int, sign: float, t_end: float,
-                 **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, inner, *, max_steps: int, queries_per_step: int, sign: float,
+                 t_end: float) -> None:
+        self.inner = inner
         self.max_steps = max_steps
         self.queries_per_step = queries_per_step
         self.sign = sign
@@ -69,7 +93,15 @@ class _CountedBrownian(torchsde.BrownianInterval):
         if len(self.starts) >= self.max_steps * self.queries_per_step:
             raise MaxStepsError(self.max_steps, t=self.sign * float(ta), t_end=self.t_end)
         self.starts.append(float(ta))
-        return super().__call__(ta, tb, return_U=return_U, return_A=return_A)
+        return self.inner(ta, tb, return_U=return_U, return_A=return_A)
+
+    def __repr__(self) -> str:
+        return f"_CountedBrownian({self.inner!r})"
+
+    dtype = property(lambda self: self.inner.dtype)
+    device = property(lambda self: self.inner.device)
+    shape = property(lambda self: self.inner.shape)
+    levy_area_approximation = property(lambda self: self.inner.levy_area_approximation)
 
 
 class _FlatSDE(torch.nn.Module):
@@ -118,6 +150,7 @@ def sdeint_torchsde(
     dt_min: Optional[float] = None,
     max_steps: int = 100_000,
     generator: Optional[torch.Generator] = None,
+    entropies: Optional[Sequence[int]] = None,
 ) -> Solution:
     """Integrate dx = drift dt + diffusion dW from ``t0`` to ``t1`` with torchsde.
 
@@ -138,6 +171,10 @@ def sdeint_torchsde(
         max_steps: adaptive mode: most attempts before :class:`MaxStepsError`; fixed mode:
             a ``dt`` needing more steps is a ``ValueError``.
         generator: seeds the Brownian motion (one integer is drawn from it).
+        entropies: instead of ``generator``, one integer per row: row b follows its own
+            Brownian motion seeded by ``entropies[b]`` (e.g. ``SeededNoise.entropies``),
+            so a row's path does not depend on the batch it is solved in (one torchsde
+            ``BrownianInterval`` per row: slower for large batches).
 
     Returns:
         :class:`Solution` with the state at ``t1``; ``stats``: ``nfe`` (drift evaluations),
@@ -179,17 +216,26 @@ def sdeint_torchsde(
     batch = x0.shape[0]
     y0 = x0.reshape(batch, -1)
     counted_drift, counted_diffusion = CountingFunction(drift), CountingFunction(diffusion)
-    entropy = None
-    if generator is not None:
-        entropy = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-    bm = _CountedBrownian(
-        t0=s0, t1=s1, size=tuple(y0.shape), dtype=x0.dtype, device=x0.device, entropy=entropy,
-        levy_area_approximation=levy_area, max_steps=max_steps, queries_per_step=3 if adaptive else 1,
-        sign=sign, t_end=t1,
-        # The step as a hint fixes the interval's dependency tree up front. Without it the tree
-        # is refined to the smallest step seen, and one query ~1e-13 long makes it enormous.
-        dt=step_size,
-    )
+    if entropies is not None and generator is not None:
+        raise ValueError("entropies and generator both seed the Brownian motion; pass one")
+    # The step as a hint fixes the interval's dependency tree up front. Without it the tree
+    # is refined to the smallest step seen, and one query ~1e-13 long makes it enormous.
+    common = dict(t0=s0, t1=s1, dtype=x0.dtype, device=x0.device,
+                  levy_area_approximation=levy_area, dt=step_size)
+    if entropies is not None:
+        entropies = [int(e) for e in entropies]
+        if len(entropies) != batch:
+            raise ValueError(f"entropies must hold one integer per row ({batch}), got "
+                             f"{len(entropies)}")
+        inner = _RowBrownian(entropies, y0.shape[1], **common)
+    else:
+        entropy = None
+        if generator is not None:
+            entropy = int(torch.randint(0, 2**62, (), generator=generator,
+                                        device=generator.device))
+        inner = torchsde.BrownianInterval(size=tuple(y0.shape), entropy=entropy, **common)
+    bm = _CountedBrownian(inner, max_steps=max_steps, queries_per_step=3 if adaptive else 1,
+                          sign=sign, t_end=t1)
     sde = _FlatSDE(counted_drift, counted_diffusion, x0.shape, sign, sde_type, steps_started=lambda: bm.steps_started)
     ts = torch.tensor([s0, s1], dtype=torch.float64, device=x0.device)
     with naming_solver(f"sdeint_torchsde(method={method!r}, adaptive={adaptive})"):

@@ -38,13 +38,23 @@ def default_chunk_size(batch: int, dim: int) -> int:
 
 
 def draw_probes(kind: str, n_probes: int, like: Tensor,
-                generator: Optional[torch.Generator] = None) -> Tensor:
+                generator: Optional[torch.Generator] = None,
+                seeded: Optional[solvers.SeededNoise] = None) -> Tensor:
     """n_probes noise vectors per sample, [n_probes, *like.shape], with E[eps eps^T] = I.
 
     "rademacher": entries +-1 with probability 1/2 each (one torch.randint draw);
-    "gaussian": standard normal entries (one torch.randn draw).
+    "gaussian": standard normal entries (one torch.randn draw). With ``seeded`` (a
+    ``solvers.SeededNoise``) instead, one draw of its rows: sample b's n_probes vectors
+    depend on its global row alone, not on the batch.
     """
     shape = (n_probes, *like.shape)
+    if seeded is not None:
+        rows = like.new_empty((like.shape[0], n_probes, *like.shape[1:]))
+        if kind not in PROBES:
+            raise ValueError(f"probe={kind!r} is not supported; choose one of "
+                             f"{', '.join(repr(p) for p in PROBES)}")
+        z = seeded.draw_signs(rows) if kind == "rademacher" else seeded.draw(rows)
+        return z.movedim(1, 0)
     if kind == "rademacher":
         bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
         return bits.to(like.dtype) * 2.0 - 1.0

@@ -88,7 +88,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                    trace: str = "exact", probe: str = "rademacher", n_probes: int = 1,
                    generator: Optional[torch.Generator] = None, max_steps: int = 10_000,
                    progress: bool = False, chunk_size: Optional[int] = None,
-                   batch_size: Optional[int] = None) -> LikelihoodResult:
+                   batch_size: Optional[int] = None, seed: Optional[int] = None,
+                   sample_offset: int = 0) -> LikelihoodResult:
     """log p_eps(x) by the probability-flow ODE and the instantaneous change of variables
     (Song et al. 2021, App. D.2; Chen et al. 2018, Thm. 1).
 
@@ -122,6 +123,10 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             drawn from ``generator`` per solve, in order. ``nfe`` and the step counts in
             ``stats`` are totals, ``stats["solves"]`` their number and
             ``stats["per_solve"]`` each solve's statistics.
+        seed: per-sample Hutchinson probes instead of ``generator``: sample i's probes are
+            a function of (seed, sample_offset + i) alone (``solvers.SeededNoise``,
+            stream ``PROBES``), whatever the batch, ``batch_size`` or process.
+        sample_offset: the global index of x's first sample (with ``seed``).
 
     Memory: no autograd graph is kept across solver steps. Each evaluation of the
     divergence builds the graph of one network call (torch.func for the exact trace,
@@ -140,6 +145,16 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     if generator is not None:
         check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
+    seeded = None
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("seed and generator are two sources of randomness; pass one: "
+                             "seed=int for per-sample probes, or generator=torch.Generator")
+        seeded = solvers.SeededNoise(seed, check_int("sample_offset", sample_offset,
+                                                     minimum=0), solvers.noise.PROBES)
+    elif sample_offset != 0:
+        raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
+                         f"samples of a seeded run)")
 
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -147,7 +162,9 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             return _concat([log_likelihood(
                 score, sde, part, method=method, rtol=rtol, atol=atol, eps=eps, trace=trace,
                 probe=probe, n_probes=n_probes, generator=generator, max_steps=max_steps,
-                progress=progress, chunk_size=chunk_size) for part in x.split(batch_size)])
+                progress=progress, chunk_size=chunk_size, seed=seed,
+                sample_offset=sample_offset + start)
+                for start, part in zip(range(0, x.shape[0], batch_size), x.split(batch_size))])
 
     x = x.detach()
     batch, dim = x.shape[0], x[0].numel()
@@ -164,7 +181,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             return v, div[:, None]
     else:
         n_cols = n_probes
-        probes = draw_probes(probe, n_probes, x, generator)
+        probes = draw_probes(probe, n_probes, x, generator, seeded)
         stats_extra.update(probe=probe, n_probes=n_probes)
 
         def divergence(t: Tensor, xt: Tensor) -> Tuple[Tensor, Tensor]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
@@ -52,7 +54,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
            return_trajectory: bool = False, grad: bool = False,
            batch_size: Optional[int] = None, cond: Any = None, guidance: Optional[float] = None,
            classifier: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-           classifier_scale: Optional[float] = None, **options: Any) -> SampleResult:
+           classifier_scale: Optional[float] = None, seed: Optional[int] = None,
+           sample_offset: int = 0, **options: Any) -> SampleResult:
     """Draw samples by integrating the reverse-time SDE or the probability-flow ODE.
 
     Args:
@@ -99,6 +102,15 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
             unconditionally and w grad_x log softmax(f(x, t))[cond] is added.
             ``stats["classifier_evals"]`` counts its calls (one backward pass each).
         classifier_scale: w of the classifier term (default 1; needs ``classifier``).
+        seed: per-sample seeding instead of ``generator``: sample i's prior and every
+            one of its updates' noise (and its torchsde Brownian path) are functions of
+            (seed, sample_offset + i) alone (``solvers.SeededNoise``, Philox-4x32-10), so
+            the first k samples are the same whatever ``shape[0]``, ``batch_size`` or the
+            process that draws them: bitwise for fixed-step solvers when the score computes
+            each sample the same way whatever the batch. An integer in [0, 2**64); not
+            together with ``generator``.
+        sample_offset: the global index of the first sample (with ``seed``): sampling
+            rows k..k+n-1 of a bigger run (``scoresde.distributed`` uses it per rank).
         **options: the solver's own options, checked against its schema in ``SOLVERS``
             (``list_solvers()``; docs/sampling.md): e.g. steps (network evaluations, for
             every fixed-step solver), eps (end time), grid ("uniform", "quadratic",
@@ -148,6 +160,16 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         cond = check_cond(cond, shape[0])
     if dtype is not None:
         check_floating_dtype("dtype", dtype)
+    seeded = None
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("seed and generator are two sources of randomness; pass one: "
+                             "seed=int for per-sample noise, or generator=torch.Generator")
+        seeded = solvers.SeededNoise(seed, check_int("sample_offset", sample_offset,
+                                                     minimum=0))
+    elif sample_offset != 0:
+        raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
+                         f"samples of a seeded run)")
     if generator is not None:
         check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
         where = device if device is not None else x_T.device if isinstance(x_T, Tensor) else None
@@ -169,7 +191,11 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
     if param is not None and x_T is None:
         dtype = dtype or param.dtype
         device = device or (generator.device if generator is not None else param.device)
-    if x_T is None:
+    if x_T is None and seeded is not None:
+        # the prior N(0, prior_std^2 I) of sde.prior_sampling, from the seeded PRIOR stream
+        like = torch.empty(shape, dtype=dtype or torch.get_default_dtype(), device=device)
+        x = sde.prior_std * seeded.rows(0, solvers.noise.PRIOR).draw(like)
+    elif x_T is None:
         x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
     else:
         x = x_T.to(dtype=dtype or x_T.dtype, device=device or x_T.device)
@@ -192,12 +218,16 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         sols = []
         chunks = x.split(batch_size or x.shape[0])
         conds = cond.split(batch_size or x.shape[0]) if guide else [None] * len(chunks)
-        for chunk, chunk_cond in zip(chunks, conds):
+        starts = range(0, x.shape[0], batch_size or x.shape[0])
+        for start, chunk, chunk_cond in zip(starts, chunks, conds):
             if guide:  # the guided score follows the chunk's labels
                 counted.bind(chunk_cond)
+            # Seeded noise is numbered by the chunk's global rows; a generator is shared.
+            run_ctx = ctx if seeded is None else dataclasses.replace(
+                ctx, noise=seeded.rows(start))
             # Errors name the solver; a final denoising step (Tweedie) is checked like a step.
             with solvers.naming_solver(name):
-                sol = spec.run(ctx, chunk)
+                sol = spec.run(run_ctx, chunk)
                 if opts.get("denoise"):
                     sol.x = tweedie_denoise(counted, sde, sol.x, float(opts["eps"]))
                 solvers.check_finite_result(

@@ -132,9 +132,13 @@ def ode_adaptive(ctx: Context, x: Tensor) -> solvers.Solution:
 def sde_adaptive(ctx: Context, x: Tensor) -> solvers.Solution:
     o = ctx.opts
     drift, diffusion = reverse_sde(ctx.sde, ctx.score)
+    # seeded: one Brownian path per sample, keyed by its global index
+    entropies = (ctx.noise.entropies(x.shape[0]) if isinstance(ctx.noise, solvers.SeededNoise)
+                 else None)
     return solvers.sdeint_torchsde(drift, diffusion, x, ctx.sde.T, o["eps"], method=o["method"],
                                    dt=o["dt"], adaptive=True, rtol=o["rtol"], atol=o["atol"],
-                                   max_steps=o["max_steps"], generator=ctx.generator)
+                                   max_steps=o["max_steps"], generator=ctx.generator,
+                                   entropies=entropies)
 
 
 def ddpm(ctx: Context, x: Tensor) -> solvers.Solution:
