@@ -1,5 +1,5 @@
-"""The docs run: every ```python block of README.md and docs/*.md is executed here (one
-test each), and the output the page shows is checked.
+"""The docs run: every ```python block of README.md and docs/*.md, and every command of
+docs/cli.md, is executed here (one test each), and the output the page shows is checked.
 
 Rules (stated for writers in docs/architecture.md, "Tests"):
 
@@ -14,14 +14,23 @@ Rules (stated for writers in docs/architecture.md, "Tests"):
 * A block that cannot run in the tests (a GPU, minutes of training) is fenced ```py, and
   the paragraph before it says why: "not run in the tests: <reason>". Any other python-ish
   fence (```python3, ```pycon, ```Python, ...) is an error, so nothing slips through.
+* docs/cli.md: every command of its ```bash blocks and every ``$ `` line of its ```text
+  transcripts runs in page order in one temporary directory (later commands use the runs
+  earlier ones wrote), in process through ``scoresde.cli.main``, with sizes reduced by the
+  rule that page states (:func:`quick_argv`). A command must exit 0 and the files it says it
+  writes must exist; a transcript showing ``scoresde <command>: error: ...`` must exit 2
+  with that line on stderr; the ``--list-solvers`` listing must be the real one.
+  ``pip install`` lines are skipped.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
 import io
+import math
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -231,3 +240,157 @@ def test_fence_rules_catch_what_would_slip_through():
 def test_every_python_fence_runs_or_says_why_not():
     problems = [p for page in PAGES for p in fence_problems(parse_blocks(page))]
     assert not problems, "\n".join(problems)
+
+
+# -- the commands of docs/cli.md --------------------------------------------------------------
+CLI_PAGE = "docs/cli.md"
+TRAINING_STEPS = {"train": ("--steps", "--save-every", "--log-every"), "demo": ("--train-steps",)}
+SAMPLER_STEPS, MAX_SAMPLER_STEPS = {"sample": ("--steps",)}, 20
+POINTS, MAX_POINTS = {"sample": ("--num",), "likelihood": ("--n",), "demo": ("--num", "--test")}, 16
+
+
+@dataclass
+class Command:
+    line: int             # 1-based line in the page
+    argv: List[str]       # after "scoresde" (or "python -m scoresde.cli")
+    shown: List[str]      # the output the transcript shows ([] for a ```bash line)
+
+
+def cli_commands(page: str = CLI_PAGE, text: Optional[str] = None) -> List[Command]:
+    """The scoresde commands of ``page`` in order: the lines of its ```bash blocks and the
+    ``$ `` lines of its ```text transcripts (with the output shown under each)."""
+    commands = []
+    for b in parse_blocks(page, text):
+        if b.lang not in ("bash", "text"):
+            continue
+        for j, line in enumerate(b.code.rstrip("\n").split("\n")):
+            if b.lang == "text":
+                if not line.startswith("$ "):
+                    if commands and commands[-1].line > b.line:
+                        commands[-1].shown.append(line)
+                    continue
+                line = line[2:]
+            words = shlex.split(line, comments=True)
+            if not words or words[:2] == ["pip", "install"]:
+                continue   # installing is not the tests' job
+            if words[:3] == ["python", "-m", "scoresde.cli"]:
+                words = ["scoresde"] + words[3:]
+            assert words[0] == "scoresde", f"{page}:{b.line + 1 + j}: not a scoresde command: {line}"
+            commands.append(Command(b.line + 1 + j, words[1:], []))
+    return commands
+
+
+def _subparser(command: str):
+    from scoresde.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return sub.choices[command]
+
+
+def quick_argv(argv: List[str]) -> List[str]:
+    """The rule docs/cli.md states: training step counts divided by 100 (rounded up), sampler
+    steps at most 20, numbers of points at most 16; the number of training steps and of
+    points, when left at the default, are given explicitly, reduced the same way (not
+    --steps with --resume: that is the stored total)."""
+    from scoresde.cli.train import SHARED_DEFAULTS
+
+    command, out = argv[0], list(argv)
+    rules = [(flag, lambda n: math.ceil(n / 100)) for flag in TRAINING_STEPS.get(command, ())]
+    rules += [(flag, lambda n: min(n, MAX_SAMPLER_STEPS)) for flag in SAMPLER_STEPS.get(command, ())]
+    rules += [(flag, lambda n: min(n, MAX_POINTS)) for flag in POINTS.get(command, ())]
+    for flag, reduce in rules:
+        if flag in out[:-1]:
+            i = out.index(flag) + 1
+            if re.fullmatch(r"\d+", out[i]):
+                out[i] = str(reduce(int(out[i])))
+            continue
+        if flag in ("--save-every", "--log-every") or flag in SAMPLER_STEPS.get(command, ()) \
+                or (flag == "--steps" and "--resume" in out):
+            continue   # off, derived from --steps, the solver's own, or the stored total
+        default = (SHARED_DEFAULTS["steps"] if (command, flag) == ("train", "--steps") else
+                   _subparser(command).get_default(flag[2:].replace("-", "_")))
+        out += [flag, str(reduce(default if default is not None else MAX_POINTS))]
+    return out
+
+
+def test_quick_argv_is_the_rule_the_page_states():
+    assert quick_argv(["train", "--data", "moons", "--steps", "3000", "--out", "r"]) == \
+        ["train", "--data", "moons", "--steps", "30", "--out", "r"]
+    assert quick_argv(["train", "--out", "r", "--resume", "--steps", "400", "--save-every", "150"]) \
+        == ["train", "--out", "r", "--resume", "--steps", "4", "--save-every", "2"]
+    assert quick_argv(["train", "--data", "gmm", "--out", "r"])[-2:] == ["--steps", "30"]
+    assert quick_argv(["train", "--out", "r", "--resume"]) == ["train", "--out", "r", "--resume"]
+    assert quick_argv(["sample", "--run", "r", "--steps", "1000", "--num", "5000"]) == \
+        ["sample", "--run", "r", "--steps", "20", "--num", "16"]
+    assert quick_argv(["sample", "--run", "r", "--num", "0"]) == ["sample", "--run", "r", "--num", "0"]
+    assert quick_argv(["likelihood", "--run", "r"]) == ["likelihood", "--run", "r", "--n", "16"]
+    assert quick_argv(["demo"]) == ["demo", "--train-steps", "25", "--num", "16", "--test", "16"]
+    text = "\n".join(["```bash", "pip install -e .", "scoresde train --out r  # a run", "```",
+                      "```text", "$ scoresde sample --run r", "sampled", "wrote x.png",
+                      "$ python -m scoresde.cli demo", "```"])
+    assert [(c.line, c.argv, c.shown) for c in cli_commands("p.md", text)] == [
+        (3, ["train", "--out", "r"], []), (6, ["sample", "--run", "r"], ["sampled", "wrote x.png"]),
+        (9, ["demo"], [])]
+
+
+class CliSession:
+    """Runs the page's commands in order in one directory, each at most once."""
+
+    def __init__(self, directory):
+        self.directory, self.results = str(directory), []
+
+    def run_upto(self, k: int):
+        """(status, stdout, stderr) of command k, running the ones before it first."""
+        from scoresde.cli import main
+
+        commands = cli_commands()
+        while len(self.results) <= k:
+            argv = quick_argv(commands[len(self.results)].argv)
+            out, err, cwd, dtype = io.StringIO(), io.StringIO(), os.getcwd(), torch.get_default_dtype()
+            os.chdir(self.directory)
+            torch.set_default_dtype(torch.float32)
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    status = main(argv)
+            finally:
+                os.chdir(cwd)
+                torch.set_default_dtype(dtype)
+            self.results.append((argv, status, out.getvalue(), err.getvalue()))
+        return self.results[k]
+
+
+@pytest.fixture(scope="module")
+def cli_session(tmp_path_factory):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    saved = os.environ.pop("SCORESDE_TRACEBACK", None)
+    yield CliSession(tmp_path_factory.mktemp("cli_docs"))
+    if saved is not None:
+        os.environ["SCORESDE_TRACEBACK"] = saved
+
+
+def _written(argv: List[str], lines: List[str]) -> List[str]:
+    """The files a command says it writes: its --out / --save-samples, its "wrote X" lines."""
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--out", "--save-samples")]
+    return paths + [m.group(1) for m in (re.match(r"wrote (\S+)", s) for s in lines) if m]
+
+
+@pytest.mark.parametrize("k", [pytest.param(k, id=f"{CLI_PAGE}:{c.line} {c.argv[0]}")
+                               for k, c in enumerate(cli_commands())])
+def test_cli_command(k, cli_session):
+    command = cli_commands()[k]
+    argv, status, out, err = cli_session.run_upto(k)
+    where = f"{CLI_PAGE}:{command.line}: scoresde {' '.join(argv)}"
+    error = [s for s in command.shown if re.match(r"scoresde \w+: error: ", s)]
+    if error:   # a transcript of a user error: status 2 and that one line on stderr
+        assert status == 2 and output_matches(error, _lines(err)), \
+            f"{where}: exit {status}, stderr\n{err}\nbut the page shows\n{error[0]}"
+        return
+    assert status == 0, f"{where}: exit {status}\n{err}"
+    for path in _written(argv, command.shown + _lines(out)):
+        assert os.path.exists(os.path.join(cli_session.directory, path)), \
+            f"{where}: says it writes {path}, which does not exist"
+    if "--list-solvers" in argv:
+        assert output_matches(command.shown, _lines(out)), \
+            f"{where}: prints\n{out}\nbut the page shows\n" + "\n".join(command.shown)
