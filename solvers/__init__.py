@@ -9,6 +9,7 @@ from .loop import Step, Update, integrate
 from .noise import GaussianNoise, Noise, RecordingNoise, ReplayNoise, SeededNoise, philox4x32
 from .ode_adaptive import ADAPTIVE_ODE_METHODS, AdaptiveMethod, odeint_adaptive
 from .ode_fixed import FIXED_ODE_METHODS, ButcherTableau, odeint_fixed, rk_step
+from .ode_per_sample import DOPRI5, EmbeddedTableau, odeint_per_sample
 from .pc import Corrector, langevin_corrector, langevin_move, predictor_corrector_step
 from .result import Solution, total_stats
 from .sde import FIXED_SDE_METHODS, broadcast_diffusion, euler_maruyama_step, sdeint_fixed
@@ -20,7 +21,9 @@ __all__ = [
     "ButcherTableau",
     "Corrector",
     "CountingFunction",
+    "DOPRI5",
     "DivergedStateError",
+    "EmbeddedTableau",
     "FIXED_ODE_METHODS",
     "FIXED_SDE_METHODS",
     "GaussianNoise",
@@ -44,6 +47,7 @@ __all__ = [
     "naming_solver",
     "odeint_adaptive",
     "odeint_fixed",
+    "odeint_per_sample",
     "philox4x32",
     "predictor_corrector_step",
     "rk_step",

@@ -44,9 +44,11 @@ class IntervalField:
         self.rounding = _ROUNDING_ULPS * torch.finfo(like.dtype).eps * max(abs(t0), abs(t1))
 
     def __call__(self, t: Union[Tensor, float], x: Tensor) -> Tensor:
+        """The user's field at ``t`` (0-d, or ``[batch]`` for per-sample solves) and ``x``."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t_ = t.detach()
-        self.worst_excess = torch.maximum(self.worst_excess, torch.maximum(self.lo - t_, t_ - self.hi))
+        self.worst_excess = torch.maximum(self.worst_excess,
+                                          torch.maximum(self.lo - t_, t_ - self.hi).max())
         t = torch.clamp(t, self.lo, self.hi)
         f = self.field(t, x)
         self.calls += 1
@@ -59,7 +61,8 @@ class IntervalField:
         if not (torch.isfinite(f).all() & torch.isfinite(x).all()):
             what = ("the vector field returned NaN/inf" if bool(torch.isfinite(x).all())
                     else "the vector field was given a NaN/inf state")
-            raise NonFiniteStateError(step=self.step, t=t.item(), what=f"{what} (evaluation {self.calls})")
+            raise NonFiniteStateError(step=self.step, t=_first_bad_time(t, f, x),
+                                      what=f"{what} (evaluation {self.calls})")
         return f
 
     def check_interval(self, backend: str) -> None:
@@ -71,3 +74,12 @@ class IntervalField:
                 f"outside [{self.lo.item():.6g}, {self.hi.item():.6g}]; the time was clamped but the "
                 f"result is not trustworthy (please report this with the solver settings)"
             )
+
+
+def _first_bad_time(t: Tensor, f: Tensor, x: Tensor) -> float:
+    """The time of the first sample whose state or field value is not finite (``t`` itself
+    when it is one time for the whole batch)."""
+    if t.dim() == 0:
+        return t.item()
+    bad = ~(torch.isfinite(f) & torch.isfinite(x)).reshape(x.shape[0], -1).all(1)
+    return t[bad.nonzero()[0, 0]].item()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 
@@ -34,18 +35,22 @@ class Solution:
 
 
 #: The statistics that count work; they add up over solves of parts of a batch.
-WORK_STATS = ("nfe", "steps", "accepted", "rejected")
+WORK_STATS = ("nfe", "steps", "accepted", "rejected", "rows_evaluated")
 
 
 def total_stats(stats: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Statistics of several solves (e.g. chunks of one batch) as one: the work counters
     (:data:`WORK_STATS`) summed (``None`` if any solve lacks one), the rest from the first
-    solve, plus ``solves`` (how many) when there is more than one."""
+    solve, plus ``solves`` (how many) when there is more than one. Per-sample statistics
+    (keys ending in ``_per_sample``, tensors over each solve's samples) are concatenated."""
     total = dict(stats[0])
     if len(stats) > 1:
         for key in WORK_STATS:
             if key in total:
                 values = [s.get(key) for s in stats]
                 total[key] = None if any(v is None for v in values) else sum(values)
+        for key in total:
+            if key.endswith("_per_sample"):
+                total[key] = torch.cat([s[key] for s in stats])
         total["solves"] = len(stats)
     return total

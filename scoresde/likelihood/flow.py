@@ -89,7 +89,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                    generator: Optional[torch.Generator] = None, max_steps: int = 10_000,
                    progress: bool = False, chunk_size: Optional[int] = None,
                    batch_size: Optional[int] = None, seed: Optional[int] = None,
-                   sample_offset: int = 0) -> LikelihoodResult:
+                   sample_offset: int = 0, per_sample: bool = False) -> LikelihoodResult:
     """log p_eps(x) by the probability-flow ODE and the instantaneous change of variables
     (Song et al. 2021, App. D.2; Chen et al. 2018, Thm. 1).
 
@@ -127,6 +127,14 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             a function of (seed, sample_offset + i) alone (``solvers.SeededNoise``,
             stream ``PROBES``), whatever the batch, ``batch_size`` or process.
         sample_offset: the global index of x's first sample (with ``seed``).
+        per_sample: error control per sample (``solvers.odeint_per_sample``, Dormand--Prince
+            5(4); needs ``method="dopri5"`` and ``trace="exact"``): each sample has its own
+            step size and accept/reject decision, in its own error norm, so one hard sample
+            no longer sets the steps of the batch, and a sample leaves the batch when it
+            reaches T (later evaluations are made on the samples still in flight). ``nfe``
+            counts the calls of the score; ``stats["nfe_per_sample"]`` (``[batch]``, CPU
+            int64) the evaluations each sample took part in, and
+            ``stats["rows_evaluated"]`` their sum.
 
     Memory: no autograd graph is kept across solver steps. Each evaluation of the
     divergence builds the graph of one network call (torch.func for the exact trace,
@@ -155,6 +163,13 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
     elif sample_offset != 0:
         raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
                          f"samples of a seeded run)")
+    check_instance("per_sample", per_sample, bool, "True or False")
+    if per_sample and method != "dopri5":
+        raise ValueError(f"per_sample=True runs the per-sample Dormand-Prince 5(4) solver, so "
+                         f"method must be 'dopri5', got method={method!r}")
+    if per_sample and trace != "exact":
+        raise ValueError(f"per_sample=True needs trace='exact' (Hutchinson probes are fixed "
+                         f"per sample of the whole batch), got trace={trace!r}")
 
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -163,7 +178,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                 score, sde, part, method=method, rtol=rtol, atol=atol, eps=eps, trace=trace,
                 probe=probe, n_probes=n_probes, generator=generator, max_steps=max_steps,
                 progress=progress, chunk_size=chunk_size, seed=seed,
-                sample_offset=sample_offset + start)
+                sample_offset=sample_offset + start, per_sample=per_sample)
                 for start, part in zip(range(0, x.shape[0], batch_size), x.split(batch_size))])
 
     x = x.detach()
@@ -188,14 +203,22 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             return hutchinson_divergence(v_field, t, xt, probes)
 
     def augmented(t: Tensor, state: Tensor) -> Tensor:
-        v, div = divergence(t, state[:, :dim].reshape(x.shape))
-        return torch.cat([v.reshape(batch, dim), div.to(state.dtype)], dim=1)
+        # rows: the whole batch, or (per_sample) the samples still in flight
+        rows = state.shape[0]
+        v, div = divergence(t, state[:, :dim].reshape(rows, *x.shape[1:]))
+        return torch.cat([v.reshape(rows, dim), div.to(state.dtype)], dim=1)
 
     state0 = torch.cat([x.reshape(batch, dim), x.new_zeros(batch, n_cols)], dim=1)
-    with torch.no_grad(), solvers.naming_solver(
-            f"log_likelihood(method={method!r}, trace={trace!r})"):
-        sol = solvers.odeint_adaptive(augmented, state0, eps, sde.T, method=method, rtol=rtol,
-                                      atol=atol, max_steps=max_steps, progress=progress)
+    name = f"log_likelihood(method={method!r}, trace={trace!r}" + (
+        ", per_sample=True)" if per_sample else ")")
+    with torch.no_grad(), solvers.naming_solver(name):
+        if per_sample:
+            sol = solvers.odeint_per_sample(augmented, state0, eps, sde.T, rtol=rtol,
+                                            atol=atol, max_steps=max_steps, progress=progress)
+        else:
+            sol = solvers.odeint_adaptive(augmented, state0, eps, sde.T, method=method,
+                                          rtol=rtol, atol=atol, max_steps=max_steps,
+                                          progress=progress)
         end = sol.x.detach()
         z = end[:, :dim].reshape(x.shape)
         delta = end[:, dim:]  # [batch, K]

@@ -102,6 +102,52 @@ def test_gaussian_mixture_2d(name, build_sde, truth):
         assert (err / 2 < bound).all(), err
 
 
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_per_sample_error_control_mixture(name, build_sde, truth):
+    """per_sample=True: each sample meets the tolerance against the closed form, agrees with
+    the batch-wide solve to the tolerance, and the samples take their own step counts (the
+    image-shaped path reshapes the rows in flight)."""
+    sde = build_sde(name)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    means = torch.tensor([[-1.5, 0.5], [1.0, 1.0], [0.5, -2.0]], dtype=torch.float64)
+    covs = torch.tensor([[[0.3, 0.1], [0.1, 0.2]], [[0.1, -0.05], [-0.05, 0.4]],
+                         [[0.5, 0.2], [0.2, 0.3]]], dtype=torch.float64)
+    mix = sd.GaussianMixture(weights, means, covs, sde=sde)
+    x = mix.sample(8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def mix_logpdf(y, t):
+        return logsumexp(np.stack([math.log(w) + gaussian_logpdf(truth, name, m, c, y, t)
+                                   for w, m, c in zip(weights.tolist(), means, covs)]), axis=0)
+
+    def score(y, t):  # [n, 1, 2] image-shaped rows
+        return mix.score(y.reshape(y.shape[0], 2), t).reshape(y.shape)
+
+    tol = 1e-6
+    res = log_likelihood(score, sde, x[:, None, :], rtol=tol, atol=tol, per_sample=True)
+    err, _ = ode_error(res, mix_logpdf(res.z.reshape(8, 2), sde.T), mix_logpdf(x, EPS))
+    assert (err / 2 < 1e-4).all(), err
+    glob = log_likelihood(score, sde, x[:, None, :], rtol=tol, atol=tol)
+    torch.testing.assert_close(res.logp, glob.logp, rtol=0, atol=2e-4)
+    nfe = res.stats["nfe_per_sample"]
+    assert nfe.shape == (8,) and int(nfe.max()) == res.nfe
+    assert res.stats["rows_evaluated"] == int(nfe.sum())
+    assert int(nfe.min()) < int(nfe.max())            # the samples did not share their steps
+    # batch_size splits: per-sample statistics concatenated, in batch order
+    parts = log_likelihood(score, sde, x[:, None, :], rtol=tol, atol=tol, per_sample=True,
+                           batch_size=3)
+    assert parts.stats["nfe_per_sample"].shape == (8,)
+    torch.testing.assert_close(parts.logp, res.logp, rtol=0, atol=1e-12)
+
+
+def test_per_sample_step_budget_names_the_option(build_sde):
+    sde = build_sde("vp")
+    mu, cov, g = random_gaussian(2, seed=4)
+    oracle = sd.GaussianData(mu, cov, sde=sde)
+    with pytest.raises(solvers.MaxStepsError, match=r"per_sample=True\).*max_steps=2"):
+        log_likelihood(oracle.score, sde, oracle.sample(3, generator=g), rtol=1e-9,
+                       atol=1e-9, max_steps=2, per_sample=True)
+
+
 def test_discrete_vpsde_through_its_continuous_interpolation(build_sde, truth):
     """A DiscreteVPSDE's likelihood uses the PCHIP-interpolated schedule; with the exact score
     of that schedule the ODE is exact, here checked at an index time eps = t_0 = 1/N."""
