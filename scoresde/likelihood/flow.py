@@ -178,7 +178,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
                 score, sde, part, method=method, rtol=rtol, atol=atol, eps=eps, trace=trace,
                 probe=probe, n_probes=n_probes, generator=generator, max_steps=max_steps,
                 progress=progress, chunk_size=chunk_size, seed=seed,
-                sample_offset=sample_offset + start, per_sample=per_sample)
+                sample_offset=sample_offset + start if seed is not None else 0,
+                per_sample=per_sample)
                 for start, part in zip(range(0, x.shape[0], batch_size), x.split(batch_size))])
 
     x = x.detach()
