@@ -13,6 +13,7 @@ from .nets import MLP, SinusoidalEmbedding, UNet
 from .oracles import GaussianData, GaussianMixture
 from .training import TrainConfig, Trainer
 from .samplers import SampleResult, list_solvers, sample
+from .inpainting import inpaint
 from .score import ScoreModel, score_from_eps
 from .sdes import SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VPTypeSDE
 
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SDE", "VPTypeSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE",
     "ScoreModel", "score_from_eps", "oracles", "GaussianData", "GaussianMixture", "guidance",
-    "sample", "SampleResult", "list_solvers",
+    "sample", "SampleResult", "list_solvers", "inpaint",
     "log_likelihood", "LikelihoodResult", "bits_per_dim", "BitsPerDimResult", "dequantize",
     "encode", "decode",
     "nets", "MLP", "UNet", "SinusoidalEmbedding", "dsm_loss", "ddpm_loss", "load_dataset",

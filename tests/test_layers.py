@@ -22,6 +22,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("score", "oracles", "grids", "nets"),   # score models, closed forms, time grids, networks
     ("dynamics", "losses", "data", "guidance"),  # reverse SDE / PF-ODE, losses, data, guided scores
     ("samplers", "likelihood"),              # sample(), log_likelihood()
+    ("inpainting",),                         # inpaint(), built on the samplers' updates
     ("checkpoint",),                         # saving and loading models
     ("training",),                           # Trainer
     ("__init__",),                           # the package's public names

@@ -136,6 +136,14 @@ def smp(solver: str, *, sde=None, shape=(4, 2), s=None, **kw):
     return sample(s or score(), sde or VPSDE(), shape, solver, generator=gen(), **kw)
 
 
+def inp(*, known=None, mask=None, solver="euler_maruyama", **kw):
+    """inpaint() of [4, 2] data, the first coordinate known, 3 steps, a counted N(0, I) score."""
+    kw.setdefault("steps", 3)
+    return sd.inpaint(score(), VPSDE(), x(4, 2) if known is None else known,
+                      torch.tensor([1.0, 0.0], dtype=F64) if mask is None else mask, solver,
+                      generator=gen(), **kw)
+
+
 def ll(data=None, *, s=None, sde=None, **kw):
     """log_likelihood with a counted N(0, I) score and loose tolerances."""
     kw = {"rtol": 1e-3, "atol": 1e-3, **kw}
@@ -460,6 +468,21 @@ CASES: List[Case] = [
     Case("sample/classifier-label-3-of-2-classes",
          lambda: em(cond=3, classifier=lambda x, t: x), V,
          has("cond", "[0, 2)", "2 classes"), calls=1),
+
+    # ---- inpaint() (docs/guidance.md) --------------------------------------------------------
+    Case("inpaint/mask-(3,)-for-known-(4,2)", lambda: inp(mask=x(3, fill=1.0)), V,
+         has("mask", "(3,)", "(4, 2)", "broadcast")),
+    Case("inpaint/mask-value-0.5", lambda: inp(mask=x(2, fill=0.5)), V,
+         has("mask", "0.5", "0 and 1")),
+    Case("inpaint/mask-list", lambda: inp(mask=[1, 0]), T, has("mask", "[1, 0]", "list", "tensor")),
+    Case("inpaint/known-with-nan", lambda: inp(known=x(4, 2, at=(1, 0), value=NAN)), V,
+         has("known", "nan", "finite")),
+    Case("inpaint/solver='pc'", lambda: inp(solver="pc"), V,
+         has("solver", "'pc'", "'euler_maruyama'", "'ode_heun'")),
+    Case("inpaint/resample=0", lambda: inp(resample=0), V, has("resample", "0", ">= 1")),
+    Case("inpaint/jumps=5-of-3-steps", lambda: inp(jumps=5), V, has("jumps", "5", "3")),
+    Case("inpaint/steps=3-for-ode_heun", lambda: inp(solver="ode_heun"), V,
+         has("steps", "3", "multiple of 2", "'ode_heun'")),
 
     # ---- log_likelihood() ----------------------------------------------------------------
     Case("log_likelihood/x-1d", lambda: ll(x(4)), V, has("x", "(4,)", "[batch, *dims]")),
