@@ -7,7 +7,8 @@ class name (``SDES``) and the command line's ``--sde`` builds one by its short n
 from typing import Any, Callable, Dict, NamedTuple, Tuple, Type
 
 from .base import SDE, VPTypeSDE
-from .discrete import DiscreteVPSDE
+from .discrete import (DiscreteVPSDE, alphas_cumprod, betas_from_alphas_cumprod,
+                       sde_from_alphas_cumprod)
 from .subvp import SubVPSDE
 from .ve import VESDE
 from .vp import CosineVPSDE, VPSDE
@@ -63,4 +64,5 @@ def build_sde(short: str, **kwargs: Any) -> SDE:
 
 
 __all__ = ["SDE", "VPTypeSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE",
+           "alphas_cumprod", "betas_from_alphas_cumprod", "sde_from_alphas_cumprod",
            "SDEEntry", "SDE_TABLE", "SDES", "SHORT_NAMES", "build_sde"]

@@ -238,5 +238,7 @@ class VPTypeSDE(SDE):
 
     def _marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         log_alpha = self._log_alpha(t)
-        # std = sqrt(1 - alphabar), with expm1 for accuracy as t -> 0.
-        return torch.exp(log_alpha), torch.sqrt((-torch.expm1(2.0 * log_alpha)).clamp(min=0.0))
+        # std = sqrt(1 - alphabar), with expm1 for accuracy as t -> 0; abs() makes it +0, not
+        # -0 (= -expm1(0)), at t = 0, so that lambda = log(alpha/std) is +inf there.
+        return (torch.exp(log_alpha),
+                torch.sqrt((-torch.expm1(2.0 * log_alpha)).clamp(min=0.0)).abs())

@@ -177,3 +177,60 @@ class DiscreteVPSDE(VPTypeSDE):
     def _beta(self, t: Tensor) -> Tensor:
         # beta(t) = -d/dt log alphabar(t) = -N d/du log alphabar
         return (-self.N * self._hermite(t, derivative=True)).clamp(min=0.0)
+
+
+# -- the alphas_cumprod table (diffusers' ``scheduler.alphas_cumprod``) -----------------------
+def betas_from_alphas_cumprod(table: Union[Tensor, list, tuple]) -> Tensor:
+    """The betas of a table alphabar_0 > ... > alphabar_{N-1} in (0, 1), float64 [N]:
+    beta_0 = 1 - alphabar_0, beta_i = 1 - alphabar_i/alphabar_{i-1} (Ho et al. 2020, Sec. 2:
+    alphabar_i = prod_{j<=i} (1 - beta_j))."""
+    if not isinstance(table, Tensor):
+        try:
+            table = torch.as_tensor(table, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"alphas_cumprod must be a real 1-D tensor or a sequence of "
+                            f"numbers, {_got(table)}") from None
+    if table.is_complex() or table.dtype == torch.bool:
+        raise TypeError(f"alphas_cumprod must be a real 1-D tensor, got dtype {table.dtype}")
+    table = table.detach().to(device="cpu", dtype=torch.float64)
+    if table.dim() != 1 or table.numel() < 1:
+        raise ValueError(f"alphas_cumprod must be a non-empty 1-D tensor, got shape "
+                         f"{tuple(table.shape)}")
+    bad = ~((table > 0) & (table < 1))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"alphas_cumprod must lie in the open interval (0, 1); "
+                         f"alphas_cumprod[{i}] = {table[i].item()}")
+    if (table[1:] >= table[:-1]).any():
+        i = int((table[1:] >= table[:-1]).nonzero()[0]) + 1
+        raise ValueError(f"alphas_cumprod must be strictly decreasing; alphas_cumprod[{i}] = "
+                         f"{table[i].item()} >= alphas_cumprod[{i - 1}] = "
+                         f"{table[i - 1].item()}")
+    return 1.0 - table / torch.cat([table.new_ones(1), table[:-1]])
+
+
+def sde_from_alphas_cumprod(table: Union[Tensor, list, tuple]) -> DiscreteVPSDE:
+    """The DiscreteVPSDE whose ``alphas_cumprod`` is ``table`` (to float64 rounding), e.g.
+    diffusers' ``scheduler.alphas_cumprod``; index i sits at t_i = (i + 1)/N."""
+    return DiscreteVPSDE(betas_from_alphas_cumprod(table))
+
+
+def alphas_cumprod(sde: VPTypeSDE, N: Optional[int] = None) -> Tensor:
+    """The table alphabar_i = alpha(t_i)^2, float64 [N], as diffusers' ``alphas_cumprod``.
+
+    A DiscreteVPSDE gives its own table (``N`` must be None or its N); any other VP-type
+    SDE is read at t_i = (i + 1)/N, i = 0..N-1 (so ``N`` is required).
+    """
+    if not isinstance(sde, VPTypeSDE):
+        raise TypeError(f"sde must be a VP-type SDE (alphabar = alpha^2 needs std^2 = 1 - "
+                        f"alpha^2), {_got(sde)}")
+    if isinstance(sde, DiscreteVPSDE):
+        if N is not None and N != sde.N:
+            raise ValueError(f"N must be None or the DiscreteVPSDE's N = {sde.N}, got {N}")
+        return sde._alphas_cumprod.clone()
+    if N is None:
+        raise ValueError(f"N (the number of DDPM timesteps) is required for a "
+                         f"{type(sde).__name__}; e.g. N=1000")
+    N = check_int("N", N, minimum=1)
+    t = torch.arange(1, N + 1, dtype=torch.float64) / N
+    return torch.exp(2.0 * sde._log_alpha(t))
