@@ -34,6 +34,14 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
 
 
+def int_list(text: str) -> tuple:
+    """argparse type: comma-separated integers, e.g. "999,899,799" (the library checks them)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
 def real(text: str) -> float:
     """argparse type: a float ("inf" accepted; the library checks the range)."""
     try:

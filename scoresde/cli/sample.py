@@ -21,7 +21,7 @@ import torch
 import scoresde as sd
 from scoresde.samplers import SOLVERS
 
-from .arguments import integer, positive_int, real
+from .arguments import int_list, integer, positive_int, real
 from .errors import _Fail
 from .plots import check_picture_path, plot_images, plot_points
 from .runs import check_writable, load_run, save_tensor
@@ -46,7 +46,7 @@ class SolverFlag:
     defaults: Dict[str, Any]
 
 
-_KINDS = {"bool": bool, "int": int, "real": float, "choice": str}
+_KINDS = {"bool": bool, "int": int, "real": float, "choice": str, "timesteps": tuple}
 
 
 def solver_flags() -> Dict[str, SolverFlag]:
@@ -63,7 +63,8 @@ def solver_flags() -> Dict[str, SolverFlag]:
             for option, defaults in takers.items()}
 
 
-_PARSE: Dict[type, Callable[[str], Any]] = {int: integer, float: real, str: str}
+_PARSE: Dict[type, Callable[[str], Any]] = {int: integer, float: real, str: str,
+                                             tuple: int_list}
 
 
 def _flag_help(f: SolverFlag) -> str:
@@ -73,6 +74,9 @@ def _flag_help(f: SolverFlag) -> str:
         by_default.setdefault(text, []).append(solver)
     parts = [f"{d} ({', '.join(s)})" for d, s in by_default.items()]
     return "default " + "; ".join(parts)
+
+
+_METAVARS = {tuple: "K,K,..."}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -104,7 +108,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         else:
             group.add_argument(f.flag, dest=f.option, type=_PARSE[f.kind],
                                default=argparse.SUPPRESS,
-                               metavar=f.kind.__name__.upper(), help=_flag_help(f))
+                               metavar=_METAVARS.get(f.kind, f.kind.__name__.upper()),
+                               help=_flag_help(f))
     return p
 
 

@@ -116,7 +116,9 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
             every fixed-step solver), eps (end time), grid ("uniform", "quadratic",
             "logsnr", "karras"), denoise (a final Tweedie step x0 = (x + std^2
             score)/alpha), predictor, corrector, snr, corrector_steps, norm ("pc"),
-            method, rtol, atol, max_steps ("ode", "sde_adaptive"), eta ("ddim"). An
+            method, rtol, atol, max_steps ("ode", "sde_adaptive"), eta ("ddim"),
+            timesteps (DDPM indices as diffusers' ``scheduler.timesteps``: "ddpm",
+            "ddim", "dpm_solver++"; docs/interop.md). An
             option the solver does not take is an error.
 
     Returns:
@@ -139,6 +141,12 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
                         f"{type(sde).__name__}")
     opts = {**spec.defaults, **{name: spec.options[name].check(name, value)
                                 for name, value in options.items()}}
+    if opts.get("timesteps") is not None:  # the network evaluations are the timesteps
+        n = len(opts["timesteps"])
+        if options.get("steps") not in (None, n):
+            raise ValueError(f"steps={options['steps']} contradicts timesteps (which holds "
+                             f"{n}); give one of them")
+        opts["steps"] = n
     if opts.get("steps", 0) is None:
         opts["steps"] = spec.default_steps(sde, opts)
     if "eps" in opts and not opts["eps"] < sde.T:

@@ -8,6 +8,8 @@ the score receives [batch] times.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -64,16 +66,20 @@ def no_predictor(sde: SDE, score: ScoreFn, grid: Grid, i: int, x: Tensor) -> Upd
     return Update(x)
 
 
-def ddim(sde: SDE, score: ScoreFn, grid: Grid, i: int, x: Tensor, eta: float = 0.0) -> Update:
+def ddim(sde: SDE, score: ScoreFn, grid: Grid, i: int, x: Tensor, eta: float = 0.0,
+         to: Optional[Tensor] = None) -> Update:
     """DDIM (Song, Meng & Ermon 2021, eq. 12): x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps + sigma z,
 
     x0 = (x_t - sqrt(1 - abar_t) eps)/sqrt(abar_t), eps = -sqrt(1 - abar_t) score and
     sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s) (eq. 16).
     eta = 0 is deterministic; eta = 1 is DDPM with the posterior variance beta_tilde.
+    The step ends at s = t_{i+1}, or at ``to[i]`` when given (diffusers' DDIMScheduler
+    steps to index k - N // steps, which can differ from the next grid index).
     """
     if not isinstance(sde, VPTypeSDE):
         raise TypeError(f"DDIM is defined for VP-type SDEs, not {type(sde).__name__}")
-    log_a_t, log_a_s = sde._log_alpha(grid.t[i:i + 1]), sde._log_alpha(grid.t[i + 1:i + 2])
+    s = grid.t[i + 1:i + 2] if to is None else to[i:i + 1]
+    log_a_t, log_a_s = sde._log_alpha(grid.t[i:i + 1]), sde._log_alpha(s)
     abar_t, abar_s = batch_view(torch.exp(2 * log_a_t), x), batch_view(torch.exp(2 * log_a_s), x)
     std_t = torch.sqrt(1.0 - abar_t)
     eps = eps_from_score(call_score(score, x, grid.time(i, x)), std_t)

@@ -20,6 +20,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from solvers import ADAPTIVE_ODE_METHODS, FIXED_ODE_METHODS, TORCHSDE_METHODS
 from solvers.pc import NORMS
 
+import numpy as np
+import torch
+
+from solvers.validation import _describe, _got, is_integer
+
 from .._validation import check_choice, check_instance, check_int, check_real
 from ..grids import GRIDS
 from ..sdes import DiscreteVPSDE, VPTypeSDE
@@ -34,7 +39,8 @@ class Option:
 
     Attributes:
         default: its value when not given (``None``: the sampler's own choice, see help).
-        kind: "int", "real", "choice" or "bool".
+        kind: "int", "real", "choice", "bool" or "timesteps" (a strictly decreasing
+            sequence of integers >= 0, as diffusers' ``scheduler.timesteps``).
         minimum, maximum: bounds of an "int".
         sign: for a "real": "positive" (> 0), "nonnegative" (>= 0) or "" (any).
         finite: a "real" must be finite (False allows inf, e.g. s_tmax).
@@ -71,7 +77,32 @@ class Option:
                               allowed=self.allowed)
         if self.kind == "choice":
             return check_choice(name, value, self.choices)
+        if self.kind == "timesteps":
+            return check_timesteps(name, value)
         return check_instance(name, value, bool, "True or False")
+
+
+def check_timesteps(name: str, value: Any) -> Tuple[int, ...]:
+    """``value`` (a sequence, 1-D integer tensor or array) as a tuple of ints, checked to be
+    non-empty, >= 0 and strictly decreasing, as diffusers' ``scheduler.timesteps``."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        integral = (np.issubdtype(value.dtype, np.integer) if isinstance(value, np.ndarray)
+                    else value.dtype in _INT_DTYPES)
+        if value.ndim != 1 or not integral:
+            raise TypeError(f"{name} must be a 1-D sequence of integers, got "
+                            f"{type(value).__name__} of dtype {value.dtype} and shape "
+                            f"{tuple(value.shape)}")
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(is_integer(v) for v in value):
+        raise TypeError(f"{name} must be a sequence of integers (e.g. diffusers' "
+                        f"scheduler.timesteps), {_got(value)}")
+    steps = tuple(int(v) for v in value)
+    if not steps:
+        raise ValueError(f"{name} must hold at least one timestep, got an empty sequence")
+    if steps[-1] < 0 or any(a <= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{name} must be strictly decreasing integers >= 0 (e.g. "
+                         f"diffusers' scheduler.timesteps), got {_describe(list(steps))}")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -120,6 +151,10 @@ RTOL = Option(1e-5, "real", "relative tolerance", sign="positive", allowed=_POSI
 ATOL = Option(1e-5, "real", "absolute tolerance", sign="positive", allowed=_POSITIVE)
 MAX_STEPS = "a positive int"
 SDE_STEPS = _steps(None, " (default: N grid steps of the SDE)")
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+TIMESTEPS = Option(None, "timesteps", "DDPM indices to evaluate the network at, from high "
+                   "to low, as diffusers' scheduler.timesteps (a DiscreteVPSDE; replaces "
+                   "steps, grid and eps; the last update ends at t = 0)")
 
 
 def _n_grid_steps(sde, opts: Dict[str, Any]) -> int:
@@ -191,7 +226,12 @@ SOLVERS: Dict[str, SolverSpec] = {
     "ddpm": SolverSpec(runners.ddpm,
                        {"steps": _steps(None, " (default: all N index steps)"),
                         "grid": Option("uniform", "choice", "index spacing",
-                                       choices=("uniform", "quadratic"))},
+                                       choices=("uniform", "quadratic")),
+                        "timesteps": TIMESTEPS,
+                        "variance": Option("fixed_large", "choice", "sigma^2 of each step: "
+                                           "beta (fixed_large, Alg. 2) or the posterior "
+                                           "variance beta_tilde (fixed_small, = DDIM eta 1)",
+                                           choices=("fixed_large", "fixed_small"))},
                        "DDPM ancestral sampler (Ho et al. 2020, Alg. 2), on all N steps or a "
                        "subset", grid="index", requires=DiscreteVPSDE,
                        default_steps=lambda sde, opts: sde.N),
@@ -199,7 +239,11 @@ SOLVERS: Dict[str, SolverSpec] = {
                        {"steps": _steps(50, " (default 50)"),
                         "eta": Option(0.0, "real", "0: deterministic DDIM; 1: DDPM's "
                                       "posterior variance", sign="nonnegative"),
-                        "grid": GRID, "eps": EPS},
+                        "grid": GRID, "eps": EPS, "timesteps": TIMESTEPS,
+                        "step_to": Option("next", "choice", "where a step on DDPM indices "
+                                          "ends: the next index, or k - N // steps as "
+                                          "diffusers' DDIMScheduler (docs/interop.md)",
+                                          choices=("next", "stride"))},
                        "DDIM (Song, Meng & Ermon 2021, eq. 12)", requires=VPTypeSDE),
     "dpm_solver": _fixed(runners.dpm_solver(False),
                          "DPM-Solver orders 1-3, singlestep or multistep (Lu et al. 2022a)",
@@ -224,7 +268,8 @@ SOLVERS: Dict[str, SolverSpec] = {
                                                    "singlestep for order 1)",
                                                    choices=("singlestep", "multistep")),
                                   "lower_order_final": Option(True, "bool", "lower orders in "
-                                                              "the last steps")}),
+                                                              "the last steps"),
+                                  "timesteps": TIMESTEPS}),
     "unipc": _fixed(runners.unipc, "UniPC, data prediction, B(h) = e^h - 1: DPM-Solver++ "
                     "multistep with a free corrector (Zhao et al. 2023)",
                     steps=_steps(20, " (default 20)"),

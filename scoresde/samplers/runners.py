@@ -141,25 +141,66 @@ def sde_adaptive(ctx: Context, x: Tensor) -> solvers.Solution:
                                    entropies=entropies)
 
 
+def timestep_times(ctx: Context) -> Optional[Tensor]:
+    """The times of the option ``timesteps`` (DDPM indices, as diffusers'
+    ``scheduler.timesteps``) followed by t = 0, float64; None when not given."""
+    steps, sde = ctx.opts.get("timesteps"), ctx.sde
+    if steps is None:
+        return None
+    if not isinstance(sde, DiscreteVPSDE):
+        raise TypeError(f"timesteps (DDPM indices) need a DiscreteVPSDE, got "
+                        f"{type(sde).__name__}; use steps= and grid= instead")
+    if steps[0] >= sde.N:
+        raise ValueError(f"timesteps must lie in {{0..{sde.N - 1}}} for this DiscreteVPSDE "
+                         f"(N = {sde.N}), got {steps[0]}")
+    ts = sde.index_to_time(torch.tensor(steps))
+    return torch.cat([ts, ts.new_zeros(1)])
+
+
 def ddpm(ctx: Context, x: Tensor) -> solvers.Solution:
-    """DDPM's Algorithm 2 on index times (all N, or ``steps`` of them)."""
-    sde = ctx.sde
-    grid = Grid.build(sde, index_grid(sde, sde.N if ctx.opts["steps"] is None
-                                      else ctx.opts["steps"], ctx.opts["grid"]), x)
-    return run_on_grid(ctx, _predictor_step(ctx, grid, PREDICTORS["ancestral"]), x, grid)
+    """DDPM's Algorithm 2 on index times (all N, ``steps`` of them or ``timesteps``), with
+    sigma^2 = beta ("fixed_large") or the posterior variance beta_tilde ("fixed_small", which
+    is DDIM's update with eta = 1; Ho et al. 2020, Sec. 3.2)."""
+    sde, o = ctx.sde, ctx.opts
+    ts = timestep_times(ctx)
+    if ts is None:
+        ts = index_grid(sde, sde.N if o["steps"] is None else o["steps"], o["grid"])
+    grid = Grid.build(sde, ts, x)
+    if o["variance"] == "fixed_small":
+        step = _predictor_step(ctx, grid, ddim_update, eta=1.0)
+    else:
+        step = _predictor_step(ctx, grid, PREDICTORS["ancestral"])
+    return run_on_grid(ctx, step, x, grid)
+
+
+def _stride_targets(sde: SDE, ts: Tensor, like: Tensor) -> Tensor:
+    """Where diffusers' DDIMScheduler ends each step: index k - N // n from index k of the
+    n evaluation times ``ts[:-1]`` (t = 0 below index 0), on ``like``'s dtype and device."""
+    k = sde.time_to_index(ts[:-1])
+    prev = k - sde.N // k.numel()
+    to = torch.where(prev >= 0, sde.index_to_time(prev.clamp(min=0)), torch.zeros_like(ts[:-1]))
+    return to.to(like)
 
 
 def ddim(ctx: Context, x: Tensor) -> solvers.Solution:
-    """DDIM: ``steps`` evaluations from T, the last update ending at t = 0."""
+    """DDIM: ``steps`` evaluations from T (or at ``timesteps``), the last update ending at t = 0."""
     sde, o = ctx.sde, ctx.opts
-    if isinstance(sde, DiscreteVPSDE):
+    ts = timestep_times(ctx)
+    if ts is None and isinstance(sde, DiscreteVPSDE):
         ts = index_grid(sde, o["steps"], o["grid"])
-    else:  # steps network evaluations from T to eps, then the final update to t = 0
+    elif ts is None:  # steps network evaluations from T to eps, then the final update to t = 0
         ts = (torch.tensor([sde.T], dtype=torch.float64) if o["steps"] == 1 else
               time_grid(sde, o["steps"] - 1, o["eps"], o["grid"]))
         ts = torch.cat([ts, ts.new_zeros(1)])
+    to = None
+    if o["step_to"] == "stride":
+        if not isinstance(sde, DiscreteVPSDE):
+            raise TypeError(f"step_to='stride' steps on DDPM indices and needs a "
+                            f"DiscreteVPSDE, got {type(sde).__name__}; use step_to='next'")
+        to = _stride_targets(sde, ts, x)
     grid = Grid.build(sde, ts, x)
-    return run_on_grid(ctx, _predictor_step(ctx, grid, ddim_update, eta=o["eta"]), x, grid)
+    return run_on_grid(ctx, _predictor_step(ctx, grid, ddim_update, eta=o["eta"], to=to),
+                       x, grid)
 
 
 def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Solution]:
@@ -168,6 +209,9 @@ def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Sol
         o = ctx.opts
         order = o["order"]
         if o["method"] == "singlestep":
+            if o.get("timesteps") is not None:
+                raise ValueError("timesteps apply to method='multistep' (as diffusers' "
+                                 "DPMSolverMultistepScheduler), not 'singlestep'")
             if data_prediction and order > 1:
                 raise ValueError("dpm_solver++ is implemented as a multistep method; use "
                                  "method='multistep' or solver='dpm_solver'")
@@ -176,7 +220,8 @@ def dpm_solver(data_prediction: bool) -> Callable[[Context, Tensor], solvers.Sol
             step = dpm.singlestep_step(ctx.sde, ctx.score, grid, orders,
                                        dpm.inner_grid(ctx.sde, grid.t, orders, x))
         else:
-            grid = grid_for(ctx, x, o["steps"])
+            ts = timestep_times(ctx)
+            grid = grid_for(ctx, x, o["steps"]) if ts is None else Grid.build(ctx.sde, ts, x)
             step = dpm.multistep_step(ctx.sde, ctx.score, grid, order, data_prediction,
                                       o["lower_order_final"])
         return run_on_grid(ctx, step, x, grid, noise=False)
