@@ -15,7 +15,9 @@ from .training import TrainConfig, Trainer
 from .samplers import SampleResult, list_solvers, sample
 from .inpainting import inpaint
 from .score import ScoreModel, score_from_eps
-from .sdes import SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VPTypeSDE
+from .sdes import (SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VPTypeSDE,
+                   alphas_cumprod, betas_from_alphas_cumprod, sde_from_alphas_cumprod)
+from .interop import diffusers_timesteps, from_diffusers
 
 __version__ = "0.1.0"
 
@@ -27,5 +29,7 @@ __all__ = [
     "encode", "decode",
     "nets", "MLP", "UNet", "SinusoidalEmbedding", "dsm_loss", "ddpm_loss", "load_dataset",
     "Dataset", "Trainer", "TrainConfig", "save_checkpoint", "load_checkpoint", "CheckpointError",
+    "alphas_cumprod", "betas_from_alphas_cumprod", "sde_from_alphas_cumprod",
+    "from_diffusers", "diffusers_timesteps",
     "__version__",
 ]

@@ -25,6 +25,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("inpainting",),                         # inpaint(), built on the samplers' updates
     ("checkpoint",),                         # saving and loading models
     ("training",),                           # Trainer
+    ("interop",),                            # diffusers / k-diffusion models plug in
     ("__init__",),                           # the package's public names
     ("cli",),                                # the command line
 ]

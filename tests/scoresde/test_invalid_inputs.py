@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -247,6 +248,22 @@ def cli(id_: str, *argv: Union[str, Callable[[], str]], match: str) -> Case:
     return Case(id_, Cli(*argv), CLI, match)
 
 
+D10 = DiscreteVPSDE.linear(10, beta_start=1e-3, beta_end=0.2)
+
+
+class EpsNet(CountedNet):
+    """A counted network with a diffusers-like ``config`` (in_channels, out_channels)."""
+
+    def __init__(self, out: Callable, in_channels: int, out_channels: int):
+        super().__init__(out)
+        self.config = SimpleNamespace(in_channels=in_channels, out_channels=out_channels)
+
+
+def eps_net(out: Callable = lambda x, k: torch.zeros_like(x), in_channels: int = 3,
+            out_channels: int = 3) -> EpsNet:
+    return EpsNet(out, in_channels, out_channels)
+
+
 # -- the matrix ----------------------------------------------------------------------------------
 V = ValueError
 T = TypeError
@@ -413,6 +430,25 @@ CASES: List[Case] = [
          has("corrector", "'hmc'", "'langevin'")),
     Case("sample/ddim-eta=-0.5", lambda: smp("ddim", eta=-0.5, steps=3), V,
          has("eta", "-0.5", ">= 0")),
+    Case("sample/ddim-timesteps-increasing", lambda: smp("ddim", sde=D10, timesteps=[1, 5]), V,
+         has("timesteps", "[1, 5]", "strictly decreasing")),
+    Case("sample/ddim-timesteps=[5.0,1.0]", lambda: smp("ddim", sde=D10, timesteps=[5.0, 1.0]),
+         T, has("timesteps", "[5.0, 1.0]", "integers")),
+    Case("sample/ddim-timesteps=[]", lambda: smp("ddim", sde=D10, timesteps=[]), V,
+         has("timesteps", "at least one")),
+    Case("sample/ddpm-timesteps=[12,3]>=N", lambda: smp("ddpm", sde=D10, timesteps=[12, 3]), V,
+         has("timesteps", "12", "{0..9}")),
+    Case("sample/ddim-timesteps-on-VPSDE", lambda: smp("ddim", timesteps=[5, 1]), T,
+         has("timesteps", "DiscreteVPSDE", "VPSDE")),
+    Case("sample/dpm_solver++-steps=3-timesteps-of-2",
+         lambda: smp("dpm_solver++", sde=D10, steps=3, timesteps=[5, 1]), V,
+         has("steps=3", "timesteps", "2")),
+    Case("sample/ddpm-variance='learned'", lambda: smp("ddpm", sde=D10, variance="learned"), V,
+         has("variance", "'learned'", "'fixed_large'", "'fixed_small'")),
+    Case("sample/ddim-step_to='prev'", lambda: smp("ddim", sde=D10, step_to="prev"), V,
+         has("step_to", "'prev'", "'next'", "'stride'")),
+    Case("sample/ddim-step_to='stride'-on-VPSDE", lambda: smp("ddim", step_to="stride"), T,
+         has("step_to='stride'", "DiscreteVPSDE", "VPSDE")),
     Case("sample/heun_karras-steps=1", lambda: smp("heun_karras", steps=1), V,
          has("steps", "1", ">= 2")),
     Case("sample/denoise='yes'", lambda: em(denoise="yes"), T,
@@ -484,6 +520,53 @@ CASES: List[Case] = [
     Case("inpaint/steps=3-for-ode_heun", lambda: inp(solver="ode_heun"), V,
          has("steps", "3", "multiple of 2", "'ode_heun'")),
 
+    # ---- diffusers interop (from_diffusers, diffusers_timesteps, the alphas_cumprod table) --
+    Case("from_diffusers/dir-without-scheduler-config",
+         lambda: sd.from_diffusers(folder(config_json='{"_class_name": "UNet2DModel"}')), V,
+         has("no scheduler config", "scheduler_config.json")),
+    Case("from_diffusers/dir-missing", lambda: sd.from_diffusers(str(fresh("none"))), V,
+         has("is not a directory")),
+    Case("from_diffusers/beta_schedule='quadratic'",
+         lambda: sd.from_diffusers(eps_net(), {"beta_schedule": "quadratic"}), V,
+         has("beta_schedule='quadratic'", "'linear'", "'scaled_linear'", "'squaredcos_cap_v2'")),
+    Case("from_diffusers/prediction_type='flow'",
+         lambda: sd.from_diffusers(eps_net(), {"prediction_type": "flow"}), V,
+         has("prediction_type='flow'", "'epsilon'", "'sample'", "'v_prediction'")),
+    Case("from_diffusers/timestep_spacing='uniform'",
+         lambda: sd.from_diffusers(eps_net(), {"timestep_spacing": "uniform"}), V,
+         has("timestep_spacing='uniform'", "'linspace'", "'leading'", "'trailing'")),
+    Case("from_diffusers/rescale_betas_zero_snr=True",
+         lambda: sd.from_diffusers(eps_net(), {"rescale_betas_zero_snr": True}), V,
+         has("rescale_betas_zero_snr=True", "not supported")),
+    Case("from_diffusers/num_train_timesteps=0",
+         lambda: sd.from_diffusers(eps_net(), {"num_train_timesteps": 0}), V,
+         has("num_train_timesteps", "0", ">= 1")),
+    Case("from_diffusers/out_channels=4-in_channels=2",
+         lambda: sd.from_diffusers(eps_net(in_channels=2, out_channels=4), {}), V,
+         has("out_channels", "4", "in_channels", "2", "shaped like its input")),
+    Case("from_diffusers/model-without-scheduler", lambda: sd.from_diffusers(eps_net()), V,
+         has("scheduler", "required")),
+    Case("from_diffusers/source=3", lambda: sd.from_diffusers(3, {}), T,
+         has("source", "3", "int", "directory")),
+    Case("from_diffusers/scheduler=3", lambda: sd.from_diffusers(eps_net(), 3), T,
+         has("scheduler", "3", "int", "scheduler_config.json")),
+    Case("from_diffusers/model-output-shape", lambda: sd.sample(
+        sd.from_diffusers(eps_net(lambda x, k: x[:, :1]), {})[0], D10, (2, 3), "ddim",
+        steps=2, generator=gen(), dtype=F64), V, has("net(x, t)", "(2, 3)", "(2, 1)"), calls=1),
+    Case("diffusers_timesteps/steps=0", lambda: sd.diffusers_timesteps({}, 0), V,
+         has("steps", "0", ">= 1")),
+    Case("diffusers_timesteps/steps=2000>N", lambda: sd.diffusers_timesteps({}, 2000), V,
+         has("steps", "2000", "num_train_timesteps", "1000")),
+    Case("diffusers_timesteps/solver='pndm'", lambda: sd.diffusers_timesteps({}, 5, "pndm"), V,
+         has("solver='pndm'", "'ddim'", "'dpm_solver++'")),
+    Case("sde_from_alphas_cumprod/increasing", lambda: sd.sde_from_alphas_cumprod([0.9, 0.95]),
+         V, has("alphas_cumprod", "alphas_cumprod[1]", "0.95", "strictly decreasing")),
+    Case("sde_from_alphas_cumprod/alphas_cumprod[0]=1", lambda: sd.sde_from_alphas_cumprod(
+        [1.0, 0.5]), V, has("alphas_cumprod", "alphas_cumprod[0]", "1.0", "(0, 1)")),
+    Case("alphas_cumprod/VPSDE-without-N", lambda: sd.alphas_cumprod(VPSDE()), V,
+         has("N", "required", "VPSDE")),
+    Case("alphas_cumprod/VESDE", lambda: sd.alphas_cumprod(VESDE(0.01, 10.0), N=10), T,
+         has("sde", "VP-type", "VESDE")),
     # ---- log_likelihood() ----------------------------------------------------------------
     Case("log_likelihood/x-1d", lambda: ll(x(4)), V, has("x", "(4,)", "[batch, *dims]")),
     Case("log_likelihood/x-empty-batch", lambda: ll(x(0, 2)), V,
