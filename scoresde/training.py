@@ -23,11 +23,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validation import (check_choice, check_finite, check_instance, check_int, check_real,
-                          is_real_number)
+from ._validation import (as_real_tensor, check_choice, check_finite, check_instance, check_int,
+                          check_real, is_real_number)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .losses import LOSSES, WEIGHTINGS, ddpm_loss, dsm_loss
@@ -131,7 +132,7 @@ class Trainer:
             as ``ScoreModel(net, sde, "epsilon")``).
         sde: the forward SDE (may be None when ``model`` is a ScoreModel).
         data: a :class:`scoresde.data.Dataset`, a data set name or file path (loaded with
-            ``load_dataset``), or a tensor [n, *dims].
+            ``load_dataset``), or a tensor or NumPy array [n, *dims].
         config: a :class:`TrainConfig` (default ``TrainConfig()``).
 
     The data are moved to the network's device and dtype; the optimizer is AdamW over the
@@ -381,19 +382,21 @@ class Trainer:
         return trainer
 
 
-def _as_dataset(data: Union[Dataset, Tensor, str, None]) -> Dataset:
+def _as_dataset(data: Union[Dataset, Tensor, np.ndarray, str, None]) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, str):
         return load_dataset(data)
+    if isinstance(data, np.ndarray):
+        data = as_real_tensor("data", data, torch.get_default_dtype())
     if isinstance(data, Tensor):
         if data.dim() < 2 or data.shape[0] < 1 or not data.is_floating_point():
             raise ValueError(f"data must be a floating tensor [n, *dims] with n >= 1, got "
                              f"shape {tuple(data.shape)} and dtype {data.dtype}")
         kind = "images" if data.dim() == 4 else "points"
         return Dataset(data, kind, "tensor", "train")
-    raise TypeError(f"data must be a Dataset, a data set name or path, or a tensor, got "
-                    f"{type(data).__name__}")
+    raise TypeError(f"data must be a Dataset, a data set name or path, a tensor or an "
+                    f"array, got {type(data).__name__}")
 
 
 __all__ = ["TrainConfig", "Trainer"]

@@ -92,31 +92,36 @@ def check_positive_int(name: str, value: object) -> int:
     return check_int(name, value, minimum=1, allowed="a positive int")
 
 
-def as_real_tensor(name: str, value: object, dtype: torch.dtype = torch.float64) -> Tensor:
-    """``value`` as one real tensor of ``dtype``: a tensor, a NumPy array, a number, or a
-    (nested) list or tuple of those, e.g. ``[torch.eye(2) * 0.1] * 2`` for two covariances.
+def as_real_tensor(name: str, value: object, dtype: torch.dtype = torch.float64,
+                   device: Optional[Union[str, torch.device]] = None) -> Tensor:
+    """``value`` as one real tensor of ``dtype`` on ``device`` (default: a tensor's own
+    device, else the CPU): a tensor, a NumPy array, a number, or a (nested) list or tuple of
+    those, e.g. ``[torch.eye(2) * 0.1] * 2`` for two covariances.
 
     Raises ValueError naming ``name`` for a ragged collection (parts of different shapes)
-    and TypeError for anything that is not numbers.
+    and TypeError for anything that is not real numbers (strings, None, booleans, complex).
     """
     if isinstance(value, Tensor):
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be real numbers, got a tensor of dtype {value.dtype}")
-        return value.detach().to(dtype)
+        return value.detach().to(dtype=dtype, device=device if device is not None else value.device)
     if isinstance(value, (list, tuple)) and any(
             isinstance(v, (Tensor, np.ndarray, list, tuple)) for v in value):
-        parts = [as_real_tensor(f"{name}[{i}]", v, dtype) for i, v in enumerate(value)]
+        parts = [as_real_tensor(f"{name}[{i}]", v, dtype, "cpu") for i, v in enumerate(value)]
         shapes = {tuple(p.shape) for p in parts}
         if len(shapes) > 1:
             raise ValueError(f"{name} must be a rectangular array: its entries have shapes "
                              f"{sorted(shapes)}")
-        return torch.stack(parts) if parts else torch.zeros(0, dtype=dtype)
+        return torch.stack(parts).to(device) if parts else torch.zeros(0, dtype=dtype, device=device)
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
     except (TypeError, ValueError) as err:
+        array, cause = None, err
+    flags = isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value)
+    if array is None or array.dtype.kind not in "iuf" or flags:  # strings, None, bools, complex
         raise TypeError(f"{name} must be real numbers (a tensor, an array or nested lists "
-                        f"of numbers), {_got(value)}") from err
-    return torch.from_numpy(array).to(dtype)
+                        f"of numbers), {_got(value)}") from (cause if array is None else None)
+    return torch.from_numpy(array.astype(np.float64)).to(dtype=dtype, device=device)
 
 
 # -- choices, callables, types ------------------------------------------------------------
@@ -245,13 +250,7 @@ def check_time_grid(name: str, ts: TimeLike, like: Tensor) -> Tuple[Tensor, Tens
         ``(ts_cpu, ts_dev)``: both ``[n]`` of ``like.dtype``; the CPU copy serves host-side
         bookkeeping (callbacks, messages) without device synchronisation.
     """
-    if isinstance(ts, Tensor):
-        ts_cpu = ts.detach().to(device="cpu", dtype=torch.float64)
-    else:
-        try:
-            ts_cpu = torch.tensor(list(ts), dtype=torch.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a 1-D tensor or a sequence of floats, got {ts!r}") from exc
+    ts_cpu = as_real_tensor(name, ts, torch.float64, "cpu")
     if ts_cpu.ndim != 1 or ts_cpu.numel() < 2:
         raise ValueError(f"{name} must be 1-D with at least 2 time points, got shape {tuple(ts_cpu.shape)}")
     if not torch.isfinite(ts_cpu).all():

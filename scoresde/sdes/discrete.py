@@ -21,7 +21,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from solvers.validation import _got, check_int, check_real
+from solvers.validation import as_real_tensor, check_int, check_real
 
 from .base import TimeLike, VPTypeSDE
 
@@ -60,22 +60,14 @@ class DiscreteVPSDE(VPTypeSDE):
     """A DDPM schedule (any betas in (0, 1)) as a VP SDE on [0, 1].
 
     Args:
-        betas: 1-D tensor (or sequence) of N betas in (0, 1).
+        betas: N betas in (0, 1): a 1-D tensor, NumPy array or sequence of numbers.
 
     Index i in {0..N-1} sits at time t_i = (i + 1)/N; ``index_to_time`` and
     ``time_to_index`` convert exactly (rounding, never truncation).
     """
 
     def __init__(self, betas: Union[Tensor, list, tuple]):
-        if not isinstance(betas, Tensor):
-            try:
-                betas = torch.as_tensor(betas, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError):
-                raise TypeError(f"betas must be a real 1-D tensor or a sequence of numbers, "
-                                f"{_got(betas)}") from None
-        if betas.is_complex() or betas.dtype == torch.bool:
-            raise TypeError(f"betas must be a real 1-D tensor, got dtype {betas.dtype}")
-        betas = betas.detach().to(device="cpu", dtype=torch.float64)
+        betas = as_real_tensor("betas", betas, torch.float64, "cpu")
         if betas.dim() != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape "
                              f"{tuple(betas.shape)}")

@@ -393,3 +393,17 @@ def test_half_log_snr_is_half_the_log_snr(build_sde, sde_name):
     assert sde.half_log_snr(0.5).shape == (1,)
     with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
         sde.half_log_snr(1.5)
+
+
+def test_discrete_betas_in_any_natural_form_give_the_same_schedule(truth):
+    """A list, a tuple, a NumPy array, a list of 0-d tensors and a float32 tensor all give
+    the float64 betas of Ho et al.'s linear schedule (converted once, by as_real_tensor)."""
+    betas = truth.ddpm_linear_betas(50)
+    forms = [betas.tolist(), tuple(betas.tolist()), betas, [torch.tensor(b) for b in betas],
+             torch.tensor(betas)]
+    for form in forms:
+        sde = DiscreteVPSDE(form)
+        assert sde.betas.dtype == torch.float64 and sde.N == 50
+        assert torch.equal(sde.betas, torch.from_numpy(betas)), type(form)
+    np.testing.assert_allclose(DiscreteVPSDE(torch.tensor(betas, dtype=torch.float32)).betas,
+                               betas.astype(np.float32), rtol=0, atol=0)

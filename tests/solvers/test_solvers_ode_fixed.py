@@ -71,3 +71,20 @@ def test_field_with_wrong_shape_is_reported():
 def test_float32_stays_float32():
     sol = odeint_fixed(linear_field, X0.float(), torch.linspace(0, 1, 5), method="heun", save_trajectory=True)
     assert sol.x.dtype == torch.float32 and sol.xs.dtype == torch.float32 and sol.ts.dtype == torch.float32
+
+
+def test_time_grid_in_any_natural_form_gives_the_same_solution():
+    """ts as a tensor, a list, a NumPy array or a list of 0-d tensors: one conversion
+    (as_real_tensor), the same Euler solution bit for bit; the exact one is x0 e^{-t}."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 1.0, 11)
+    field = lambda t, x: -x  # noqa: E731
+    x0 = torch.ones(3, 2, dtype=torch.float64)
+    forms = [torch.from_numpy(grid), grid.tolist(), grid, [torch.tensor(t) for t in grid]]
+    sols = [odeint_fixed(field, x0, ts, method="euler").x for ts in forms]
+    for sol in sols[1:]:
+        assert torch.equal(sol, sols[0])
+    torch.testing.assert_close(sols[0], x0 * 0.9 ** 10, rtol=1e-14, atol=0)  # (1 - h)^n
+    with pytest.raises(TypeError, match=r"ts must be real numbers.*\['0', '1'\].*list"):
+        odeint_fixed(field, x0, ["0", "1"], method="euler")
