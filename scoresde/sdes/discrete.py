@@ -21,7 +21,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from solvers.validation import as_real_tensor, check_int, check_real
+from solvers.validation import _got, as_real_tensor, check_int, check_real
 
 from .base import TimeLike, VPTypeSDE
 
