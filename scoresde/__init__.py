@@ -3,7 +3,7 @@
 Forward SDEs, score parametrizations, closed-form oracles, reverse-time SDE and
 probability-flow ODE samplers, and exact likelihoods. See README.md and docs/.
 """
-from . import guidance, nets, oracles
+from . import distributed, guidance, nets, oracles
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .likelihood import (BitsPerDimResult, LikelihoodResult, bits_per_dim, decode, dequantize,
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SDE", "VPTypeSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE",
     "ScoreModel", "score_from_eps", "oracles", "GaussianData", "GaussianMixture", "guidance",
-    "sample", "SampleResult", "list_solvers", "inpaint",
+    "distributed", "sample", "SampleResult", "list_solvers", "inpaint",
     "log_likelihood", "LikelihoodResult", "bits_per_dim", "BitsPerDimResult", "dequantize",
     "encode", "decode",
     "nets", "MLP", "UNet", "SinusoidalEmbedding", "dsm_loss", "ddpm_loss", "load_dataset",

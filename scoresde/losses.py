@@ -73,6 +73,18 @@ def _check_common(model, sde, x0, reduce) -> None:
     check_choice("reduce", reduce, REDUCTIONS)
 
 
+def _check_rows(rows: Optional[Tuple[int, int]], x0: Tensor) -> Optional[Tuple[int, int]]:
+    if rows is None:
+        return None
+    ok = (isinstance(rows, (tuple, list)) and len(rows) == 2
+          and all(isinstance(r, int) and not isinstance(r, bool) for r in rows)
+          and 0 <= rows[0] <= rows[1] <= x0.shape[0])
+    if not ok:
+        raise ValueError(f"rows must be (first, stop) with 0 <= first <= stop <= batch = "
+                         f"{x0.shape[0]}, got {rows!r}")
+    return int(rows[0]), int(rows[1])
+
+
 # -- importance sampling of t for the likelihood weighting ------------------------------------
 class LikelihoodTimeSampler:
     """Draws t on [eps, T] with density q(t) close to h(t) / Z, h(t) = g(t)^2 / std(t)^2.
@@ -171,7 +183,8 @@ def likelihood_time_sampler(sde: SDE, eps: float = 1e-5) -> LikelihoodTimeSample
 # -- the losses -------------------------------------------------------------------------------
 def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
              importance_sampling: bool = False, eps: float = 1e-5,
-             generator: Optional[torch.Generator] = None, reduce: str = "mean") -> Tensor:
+             generator: Optional[torch.Generator] = None, reduce: str = "mean",
+             rows: Optional[Tuple[int, int]] = None) -> Tensor:
     """Continuous-time denoising score matching (Song et al. 2021, eq. 7), eps-parametrized.
 
     t ~ U(eps, T), z ~ N(0, I), x_t = alpha(t) x_0 + std(t) z and
@@ -199,8 +212,12 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
         eps: smallest time (t ~ U(eps, T)).
         generator: the only source of randomness (see the module docstring for the order).
         reduce: "mean" or "sum" over the batch, or "none" for the [batch] losses.
+        rows: (first, stop): the loss of these rows of the batch only, their draws being
+            the whole batch's (data parallelism: each rank evaluates its rows of the draws
+            one process makes; ``reduce`` then runs over those rows).
     """
     _check_common(model, sde, x0, reduce)
+    rows = _check_rows(rows, x0)
     check_choice("weighting", weighting, WEIGHTINGS)
     eps = check_real("eps", eps, positive=True)
     T = float(sde.T)
@@ -218,6 +235,9 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
     else:
         t = eps + (T - eps) * u
     z = _normal_like(x0, generator)                                   # draw 2: noise
+    if rows is not None:
+        x0, t, z = x0[rows[0]:rows[1]], t[rows[0]:rows[1]], z[rows[0]:rows[1]]
+        b = x0.shape[0]
     mean, std = sde.marginal_prob(x0, t)
     x_t = mean + batch_view(std, x0) * z
     residual = _eps_prediction(model, x_t, t, std) - z
@@ -232,7 +252,8 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
 
 
 def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
-              generator: Optional[torch.Generator] = None, reduce: str = "mean") -> Tensor:
+              generator: Optional[torch.Generator] = None, reduce: str = "mean",
+              rows: Optional[Tuple[int, int]] = None) -> Tensor:
     """DDPM's simple loss (Ho et al. 2020, eq. 14) for a discrete schedule.
 
     i ~ U{0, ..., N-1}, z ~ N(0, I), x_i = sqrt(alphabar_i) x_0 + sqrt(1 - alphabar_i) z with
@@ -246,8 +267,10 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
         x0: data batch [batch, *dims].
         generator: the only source of randomness (indices first, then the noise).
         reduce: "mean" or "sum" over the batch, or "none" for the [batch] losses.
+        rows: (first, stop): only these rows of the whole batch's draws (as ``dsm_loss``).
     """
     _check_common(model, sde, x0, reduce)
+    rows = _check_rows(rows, x0)
     if not isinstance(sde, DiscreteVPSDE):
         raise TypeError(f"ddpm_loss needs a DiscreteVPSDE (integer timesteps), got "
                         f"{type(sde).__name__}; use dsm_loss for continuous SDEs")
@@ -255,6 +278,9 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
     dev = _draw_device(generator, x0)
     i = torch.randint(0, sde.N, (b,), generator=generator, device=dev).to(x0.device)  # draw 1
     z = _normal_like(x0, generator)                                                   # draw 2
+    if rows is not None:
+        x0, i, z = x0[rows[0]:rows[1]], i[rows[0]:rows[1]], z[rows[0]:rows[1]]
+        b = x0.shape[0]
     alphas_cumprod = sde._alphas_cumprod.to(x0.device)[i]   # float64
     sqrt_ab = batch_view(alphas_cumprod.sqrt().to(x0.dtype), x0)
     std = (1.0 - alphas_cumprod).sqrt().to(x0.dtype)

@@ -23,6 +23,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("dynamics", "losses", "data", "guidance"),  # reverse SDE / PF-ODE, losses, data, guided scores
     ("samplers", "likelihood"),              # sample(), log_likelihood()
     ("inpainting",),                         # inpaint(), built on the samplers' updates
+    ("distributed",),                        # torch.distributed sample/likelihood, ranks
     ("checkpoint",),                         # saving and loading models
     ("training",),                           # Trainer
     ("interop",),                            # diffusers / k-diffusion models plug in

@@ -24,7 +24,7 @@ from typing import NoReturn, Optional, Sequence
 
 from solvers.errors import SolverError
 
-from .. import __version__
+from .. import __version__, distributed
 from ..checkpoint import CheckpointError
 from . import demo, likelihood, sample, train
 from .errors import _Fail
@@ -32,9 +32,10 @@ from .errors import _Fail
 COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "demo": demo}
 
 # What the library raises for bad input or a solve that cannot finish (CheckpointError is a
-# ValueError, listed for clarity), the trainer's non-finite loss (FloatingPointError), and
+# ValueError, listed for clarity), another rank's failure under torchrun (RankError), the trainer's non-finite loss (FloatingPointError), and
 # files or directories that cannot be read or written.
 USER_ERRORS = (_Fail, ValueError, TypeError, ImportError, CheckpointError, SolverError,
+               distributed.RankError,
                FloatingPointError, FileNotFoundError, PermissionError, IsADirectoryError,
                NotADirectoryError)
 
@@ -73,6 +74,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
+        # under torchrun: join the process group; only rank 0 prints (docs/distributed.md)
+        if distributed.init() and not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")
         COMMANDS[args.command].run(args)
     except USER_ERRORS as err:
         if os.environ.get("SCORESDE_TRACEBACK"):

@@ -2,6 +2,12 @@
 
     scoresde sample --run runs/moons --solver pc --steps 500 --num 5000 --out samples.png
     scoresde sample --list-solvers
+    torchrun --nproc_per_node=2 -m scoresde.cli -- sample --run runs/moons --num 10000
+
+Sample i depends on (--seed, i) alone and the processes under torchrun solve whole
+batches of --batch-size samples, so the samples file is bitwise the same for any number of
+processes (docs/distributed.md); rank 0 writes it. ("--" keeps torchrun's own parser from
+reading --run and --num as prefixes of its flags.)
 
 The solver flags (--steps, --rtol, --snr, ...) are generated from the solver registry
 ``scoresde.samplers.SOLVERS``: one flag per option name (underscores become dashes), typed
@@ -21,7 +27,7 @@ import torch
 import scoresde as sd
 from scoresde.samplers import SOLVERS
 
-from .arguments import int_list, integer, positive_int, real
+from .arguments import int_list, integer, nonnegative_int, positive_int, real
 from .errors import _Fail
 from .plots import check_picture_path, plot_images, plot_points
 from .runs import check_writable, load_run, save_tensor
@@ -90,7 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--list-solvers", action="store_true",
                    help="print the solvers with their summaries and options, and exit")
     p.add_argument("--num", type=positive_int, default=1000, help="samples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampler's generator")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="per-sample seed: sample i depends on (seed, i) alone (default 0)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", default=1000,
+                   help="samples per solve (default 1000); under torchrun each process "
+                        "solves whole batches, so the samples are bitwise the same for any "
+                        "number of processes at the same --batch-size")
     p.add_argument("--out", help="picture to write (default RUN/samples_SOLVER.png): a "
                                  "scatter beside the training data for points, image grids "
                                  "for images")
@@ -161,12 +172,19 @@ def run(args: argparse.Namespace) -> None:
     run_ = load_run(args.run)
     data = run_.data("train")
     shape = (args.num,) + tuple(data.shape)
-    g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        res = sd.sample(run_.model, run_.sde, shape, solver=args.solver, generator=g,
-                        dtype=run_.dtype, progress=not args.no_progress, **options)
+    with torch.no_grad():  # one process, or this rank's share under torchrun
+        res = sd.distributed.sample(run_.model, run_.sde, shape[1:], n_total=args.num,
+                                    seed=args.seed, solver=args.solver,
+                                    batch_size=args.batch_size, dtype=run_.dtype,
+                                    progress=not args.no_progress, **options)
     seconds = time.perf_counter() - t0
+    world = res.stats["world_size"]
+    if not sd.distributed.is_main():  # rank 0 writes the picture and the samples
+        return
+    if world > 1:
+        print(f"{world} processes: NFE per process {res.stats['nfe_per_rank']}, samples per "
+              f"process {res.stats['rows_per_rank']}")
     shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
     print(f"sampled {args.num} {data.kind} of shape {list(data.shape)} with {args.solver}"
           f"{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
