@@ -288,50 +288,34 @@ def ours_det(p: Problem, spec: Det) -> Runner:
 
 
 # -- peers: the same exact score in their conventions ---------------------------------
-def vp_time_from_log_alphabar(sde: sd.VPSDE, log_abar: Tensor) -> Tensor:
-    """t with log alphabar(t) = log_abar for the linear VPSDE:
-    0.5 (b1 - b0) t^2 + b0 t + log alphabar = 0."""
-    b0, b1 = sde.beta_min, sde.beta_max
-    la = log_abar.to(torch.float64)
-    return (-b0 + torch.sqrt(b0 ** 2 - 2.0 * (b1 - b0) * la)) / (b1 - b0)
-
-
-def vp_time_from_alphabar(sde: sd.VPSDE, abar: Tensor) -> Tensor:
-    return vp_time_from_log_alphabar(sde, torch.log(abar.to(torch.float64)))
-
-
 class SigmaSpace:
     """The VPSDE in sigma space (Karras et al. 2022, Sec. 2 and Table 1; k-diffusion's and
-    diffusers' sigma schedulers' convention), written once for every sigma-space peer:
+    diffusers' sigma schedulers' convention), from the library's one conversion
+    (scoresde.interop.kdiffusion, docs/interop.md):
 
         x_t = alpha(t) x0 + std(t) z      <->      x~ = x_t / alpha = x0 + sigma z,
-        sigma = std / alpha,   t(sigma): alphabar(t) = alpha^2 = 1 / (1 + sigma^2), solved
-        for t in closed form by the linear VPSDE (vp_time_from_log_alphabar),
-        D(x~; sigma) = E[x0 | x~] = (x_t + std^2 score(x_t, t)) / alpha,   x_t = alpha x~
-        (Tweedie), and for diffusers' sigma schedulers, whose model input is
-        x~ / sqrt(1 + sigma^2) = x_t, the noise prediction eps(x_t, t) = -std score(x_t, t).
+        sigma = std / alpha (sd.sigma_from_time), t(sigma) by sd.time_from_sigma (closed
+        form for the linear VPSDE), D(x~; sigma) = E[x0 | x~] by sd.to_denoiser (Tweedie),
+        and for diffusers' sigma schedulers, whose model input is x~ / sqrt(1 + sigma^2) =
+        x_t, the noise prediction eps(x_t, t) = -std score(x_t, t).
 
     ``denoiser`` and ``eps`` count their calls: the NFE reported is ``calls``.
     """
 
     def __init__(self, p: Problem):
         self.p, self.calls = p, 0
+        self._denoiser = sd.to_denoiser(p.score, p.sde)
 
     def sigma(self, t: float) -> float:
-        alpha, std = self.p.sde.marginal_coeffs(torch.tensor([t], dtype=torch.float64))
-        return float(std / alpha)
+        return float(sd.sigma_from_time(self.p.sde, t))
 
     def time(self, sigma: Tensor, batch: int) -> Tensor:
-        sigma = sigma.to(torch.float64).reshape(-1).expand(batch)
-        return vp_time_from_log_alphabar(self.p.sde, -torch.log1p(sigma ** 2))
+        return sd.time_from_sigma(self.p.sde, sigma.to(torch.float64).reshape(-1).expand(batch))
 
     def denoiser(self, xs: Tensor, sigma: Tensor) -> Tensor:
         """k-diffusion's model(x~, sigma) -> x0."""
         self.calls += 1
-        t = self.time(sigma, xs.shape[0]).to(xs.dtype)
-        alpha, std = self.p.sde._marginal_coeffs(t)
-        x = alpha[:, None] * xs
-        return (x + std[:, None] ** 2 * self.p.score(x, t)) / alpha[:, None]
+        return self._denoiser(xs, sigma)
 
     def eps(self, x_in: Tensor, sigma: Tensor) -> Tensor:
         """diffusers' model(scale_model_input(x~), t(sigma)) -> eps."""
@@ -353,7 +337,8 @@ class DiffusersEps:
 
     def __init__(self, p: Problem, scheduler):
         self.p = p
-        self.t_of_k = vp_time_from_alphabar(p.sde, scheduler.alphas_cumprod).to(p.x_T.device)
+        abar = scheduler.alphas_cumprod.to(torch.float64)
+        self.t_of_k = sd.time_from_sigma(p.sde, ((1 - abar) / abar).sqrt()).to(p.x_T.device)
         self.calls = 0
 
     def __call__(self, x: Tensor, k) -> Tensor:

@@ -17,7 +17,8 @@ from .inpainting import inpaint
 from .score import ScoreModel, score_from_eps
 from .sdes import (SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VPTypeSDE,
                    alphas_cumprod, betas_from_alphas_cumprod, sde_from_alphas_cumprod)
-from .interop import diffusers_timesteps, from_diffusers
+from .grids import sigma_from_time, time_from_sigma
+from .interop import diffusers_timesteps, from_denoiser, from_diffusers, to_denoiser
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "nets", "MLP", "UNet", "SinusoidalEmbedding", "dsm_loss", "ddpm_loss", "load_dataset",
     "Dataset", "Trainer", "TrainConfig", "save_checkpoint", "load_checkpoint", "CheckpointError",
     "alphas_cumprod", "betas_from_alphas_cumprod", "sde_from_alphas_cumprod",
-    "from_diffusers", "diffusers_timesteps",
+    "from_diffusers", "diffusers_timesteps", "from_denoiser", "to_denoiser", "sigma_from_time",
+    "time_from_sigma",
     "__version__",
 ]

@@ -11,11 +11,14 @@ For a DiscreteVPSDE the DDPM samplers use index times instead: ``index_grid``.
 """
 from __future__ import annotations
 
+import math
+from typing import Union
+
 import torch
 from torch import Tensor
 
-from ._validation import check_choice, check_int, check_real
-from .sdes import DiscreteVPSDE, SDE
+from ._validation import TimeLike, check_choice, check_int, check_real
+from .sdes import VESDE, VPSDE, DiscreteVPSDE, SDE
 
 GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 
@@ -42,6 +45,46 @@ def noise_ratio(sde: SDE, t: Tensor) -> Tensor:
     """std(t)/alpha(t): EDM's sigma (Karras et al. 2022, Sec. 2), increasing in t."""
     alpha, std = sde.marginal_coeffs(t)
     return std / alpha
+
+
+def sigma_from_time(sde: SDE, t: TimeLike) -> Tensor:
+    """k-diffusion's / EDM's sigma = std(t)/alpha(t) at times t (Karras et al. 2022, Sec. 2:
+    x~ = x_t/alpha = x_0 + sigma z), [batch], increasing in t."""
+    return noise_ratio(sde, t)
+
+
+def time_from_sigma(sde: SDE, sigma: Union[Tensor, float]) -> Tensor:
+    """The time t with std(t)/alpha(t) = sigma, shaped, typed and placed like ``sigma``.
+
+    Closed form for the VESDE (sigma = sigma_min (sigma_max/sigma_min)^t, Song et al. 2021,
+    eq. 30) and the linear VPSDE (alphabar = 1/(1 + sigma^2) = exp(-(b0 t + (b1 - b0) t^2/2)),
+    solved as t = -2 l / (b0 + sqrt(b0^2 - 2 (b1 - b0) l)), l = log alphabar, without
+    cancellation); bisection to float64 precision for the others. sigma must lie in
+    [sigma(0), sigma(T)] (to 1e-6 relative, which lets a float32-rounded sigma(T) through;
+    it is clamped), else a ValueError naming both ends.
+    """
+    like = sigma if isinstance(sigma, Tensor) else torch.as_tensor(sigma, dtype=torch.float64)
+    if like.is_complex() or not like.is_floating_point():
+        raise TypeError(f"sigma must be a floating-point tensor or a number, got dtype "
+                        f"{like.dtype}")
+    s = like.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    ends = noise_ratio(sde, torch.tensor([0.0, sde.T], dtype=torch.float64))
+    lo, hi = float(ends[0]), float(ends[1])
+    bad = ~((s >= lo * (1 - 1e-6)) & (s <= hi * (1 + 1e-6)))
+    if bad.any():
+        raise ValueError(f"sigma must lie in [sigma(0), sigma(T)] = [{lo:.6g}, {hi:.6g}] for "
+                         f"{type(sde).__name__} (sigma = std/alpha), got "
+                         f"{s[bad][0].item():.6g}; choose sigma_min and sigma_max in that range")
+    s = s.clamp(lo, hi)
+    if isinstance(sde, VESDE):
+        t = torch.log(s / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
+    elif isinstance(sde, VPSDE):
+        b0, db = sde.beta_min, sde.beta_max - sde.beta_min
+        la = -torch.log1p(s ** 2)
+        t = -2.0 * la / (b0 + torch.sqrt(b0 ** 2 - 2.0 * db * la))
+    else:
+        t = torch.where(s > lo, time_from_noise_ratio(sde, s, t_min=0.0), torch.zeros_like(s))
+    return t.clamp(0.0, sde.T).reshape(like.shape).to(like)
 
 
 def time_from_log_snr(sde: SDE, lam: Tensor, t_min: float = 1e-12) -> Tensor:
