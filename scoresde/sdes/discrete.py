@@ -176,15 +176,7 @@ def betas_from_alphas_cumprod(table: Union[Tensor, list, tuple]) -> Tensor:
     """The betas of a table alphabar_0 > ... > alphabar_{N-1} in (0, 1), float64 [N]:
     beta_0 = 1 - alphabar_0, beta_i = 1 - alphabar_i/alphabar_{i-1} (Ho et al. 2020, Sec. 2:
     alphabar_i = prod_{j<=i} (1 - beta_j))."""
-    if not isinstance(table, Tensor):
-        try:
-            table = torch.as_tensor(table, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"alphas_cumprod must be a real 1-D tensor or a sequence of "
-                            f"numbers, {_got(table)}") from None
-    if table.is_complex() or table.dtype == torch.bool:
-        raise TypeError(f"alphas_cumprod must be a real 1-D tensor, got dtype {table.dtype}")
-    table = table.detach().to(device="cpu", dtype=torch.float64)
+    table = as_real_tensor("alphas_cumprod", table, torch.float64, "cpu")
     if table.dim() != 1 or table.numel() < 1:
         raise ValueError(f"alphas_cumprod must be a non-empty 1-D tensor, got shape "
                          f"{tuple(table.shape)}")

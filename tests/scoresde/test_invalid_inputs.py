@@ -593,6 +593,11 @@ CASES: List[Case] = [
          V, has("alphas_cumprod", "alphas_cumprod[1]", "0.95", "strictly decreasing")),
     Case("sde_from_alphas_cumprod/alphas_cumprod[0]=1", lambda: sd.sde_from_alphas_cumprod(
         [1.0, 0.5]), V, has("alphas_cumprod", "alphas_cumprod[0]", "1.0", "(0, 1)")),
+    Case("sde_from_alphas_cumprod/strings", lambda: sd.sde_from_alphas_cumprod(["0.9", "0.5"]),
+         T, has("alphas_cumprod", "['0.9', '0.5']", "list", "real numbers")),
+    Case("sde_from_alphas_cumprod/complex", lambda: sd.sde_from_alphas_cumprod(
+        torch.tensor([0.9j, 0.5j], dtype=torch.complex128)), T,
+         has("alphas_cumprod", "torch.complex128", "real numbers")),
     Case("from_denoiser/model=3", lambda: sd.from_denoiser(3), T,
          has("model", "3", "int", "callable")),
     Case("from_denoiser/sigma_data=-0.5", lambda: sd.from_denoiser(Counted(), sigma_data=-0.5),
