@@ -38,10 +38,9 @@ import torch
 from torch import Tensor
 
 from ._validation import _describe, _got, check_callable, check_real
+from .nets.embedding import NULL_LABEL
 from .score import ScoreFn
 
-#: The label that selects the unconditional score (the learned null token).
-NULL_LABEL = -1
 
 Classifier = Callable[[Tensor, Tensor], Tensor]
 

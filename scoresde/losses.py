@@ -12,7 +12,10 @@ Per example the loss is a squared Euclidean norm summed over all data dimensions
 Randomness comes only from ``generator``, drawn in this order:
   1. the times: one [batch] uniform tensor (``torch.rand``) for ``dsm_loss``, or one
      [batch] integer tensor (``torch.randint(0, N)``) for ``ddpm_loss``;
-  2. the noise: one standard normal tensor shaped like x0 (``torch.randn``).
+  2. the noise: one standard normal tensor shaped like x0 (``torch.randn``);
+  3. only with ``cond`` and ``p_uncond > 0``: one [batch] uniform tensor for the condition
+     dropout (classifier-free guidance training, Ho & Salimans 2022, Alg. 1: each label is
+     replaced by the null label -1 with probability p_uncond).
 Draws are made on the generator's device (x0's device when no generator is given) in
 x0's dtype and then moved to x0's device, so a CPU generator makes the loss reproducible
 on any device.
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from ._shapes import batch_view
 from ._validation import check_choice, check_real, check_score_and_sde, check_state
+from .nets.embedding import NULL_LABEL
 from .sdes import SDE, DiscreteVPSDE
 
 WEIGHTINGS = ("none", "likelihood")
@@ -51,12 +55,36 @@ def _normal_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _eps_prediction(model: Callable, x: Tensor, t: Tensor, std: Tensor) -> Tensor:
-    """The model's noise prediction: ``model.eps`` for a ScoreModel, else -std * score."""
+def _eps_prediction(model: Callable, x: Tensor, t: Tensor, std: Tensor,
+                    cond: Optional[Tensor] = None) -> Tensor:
+    """The model's noise prediction: ``model.eps`` for a ScoreModel, else -std * score
+    (called with ``cond`` as the third argument when given)."""
+    args = (x, t) if cond is None else (x, t, cond)
     eps_fn = getattr(model, "eps", None)
     if callable(eps_fn):
-        return eps_fn(x, t)
-    return -batch_view(std, x) * model(x, t)
+        return eps_fn(*args)
+    return -batch_view(std, x) * model(*args)
+
+
+def _drop_labels(cond: Optional[Tensor], p_uncond: float, generator: Optional[torch.Generator],
+                 like: Tensor) -> Optional[Tensor]:
+    """Condition dropout (Ho & Salimans 2022, Alg. 1, line 3): each label replaced by the
+    null label -1 with probability ``p_uncond`` (one [batch] uniform draw when p > 0)."""
+    if cond is None or p_uncond == 0.0:
+        return cond
+    u = _uniform(cond.shape[0], generator, like)
+    return torch.where(u.to(cond.device) < p_uncond, torch.full_like(cond, NULL_LABEL), cond)
+
+
+def _check_cond(cond: Optional[Tensor], p_uncond: float, x0: Tensor) -> float:
+    if cond is not None and (not isinstance(cond, Tensor) or cond.dim() == 0
+                             or cond.shape[0] != x0.shape[0]):
+        raise ValueError(f"cond must be a [batch] tensor of labels with batch {x0.shape[0]} "
+                         f"(that of x0), got {cond!r}")
+    p = check_real("p_uncond", p_uncond, nonnegative=True)
+    if not p < 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
+    return p
 
 
 def _reduce(per_example: Tensor, reduce: str) -> Tensor:
@@ -184,7 +212,8 @@ def likelihood_time_sampler(sde: SDE, eps: float = 1e-5) -> LikelihoodTimeSample
 def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
              importance_sampling: bool = False, eps: float = 1e-5,
              generator: Optional[torch.Generator] = None, reduce: str = "mean",
-             rows: Optional[Tuple[int, int]] = None) -> Tensor:
+             rows: Optional[Tuple[int, int]] = None, cond: Optional[Tensor] = None,
+             p_uncond: float = 0.0) -> Tensor:
     """Continuous-time denoising score matching (Song et al. 2021, eq. 7), eps-parametrized.
 
     t ~ U(eps, T), z ~ N(0, I), x_t = alpha(t) x_0 + std(t) z and
@@ -215,9 +244,13 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
         rows: (first, stop): the loss of these rows of the batch only, their draws being
             the whole batch's (data parallelism: each rank evaluates its rows of the draws
             one process makes; ``reduce`` then runs over those rows).
+        cond: [batch] class labels for a conditional model (called as model(x, t, cond)).
+        p_uncond: condition dropout: the probability that a label is replaced by the null
+            label -1, which trains the unconditional model of classifier-free guidance.
     """
     _check_common(model, sde, x0, reduce)
     rows = _check_rows(rows, x0)
+    p_uncond = _check_cond(cond, p_uncond, x0)
     check_choice("weighting", weighting, WEIGHTINGS)
     eps = check_real("eps", eps, positive=True)
     T = float(sde.T)
@@ -235,12 +268,14 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
     else:
         t = eps + (T - eps) * u
     z = _normal_like(x0, generator)                                   # draw 2: noise
+    cond = _drop_labels(cond, p_uncond, generator, x0)                # draw 3: dropout
     if rows is not None:
         x0, t, z = x0[rows[0]:rows[1]], t[rows[0]:rows[1]], z[rows[0]:rows[1]]
+        cond = None if cond is None else cond[rows[0]:rows[1]]
         b = x0.shape[0]
     mean, std = sde.marginal_prob(x0, t)
     x_t = mean + batch_view(std, x0) * z
-    residual = _eps_prediction(model, x_t, t, std) - z
+    residual = _eps_prediction(model, x_t, t, std, cond) - z
     per_example = residual.reshape(b, -1).pow(2).sum(1)              # || eps - z ||^2
     if weighting == "likelihood":
         if importance_sampling:
@@ -253,7 +288,8 @@ def dsm_loss(model: Callable, sde: SDE, x0: Tensor, *, weighting: str = "none",
 
 def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
               generator: Optional[torch.Generator] = None, reduce: str = "mean",
-              rows: Optional[Tuple[int, int]] = None) -> Tensor:
+              rows: Optional[Tuple[int, int]] = None, cond: Optional[Tensor] = None,
+              p_uncond: float = 0.0) -> Tensor:
     """DDPM's simple loss (Ho et al. 2020, eq. 14) for a discrete schedule.
 
     i ~ U{0, ..., N-1}, z ~ N(0, I), x_i = sqrt(alphabar_i) x_0 + sqrt(1 - alphabar_i) z with
@@ -268,9 +304,11 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
         generator: the only source of randomness (indices first, then the noise).
         reduce: "mean" or "sum" over the batch, or "none" for the [batch] losses.
         rows: (first, stop): only these rows of the whole batch's draws (as ``dsm_loss``).
+        cond, p_uncond: class labels and condition dropout, as for :func:`dsm_loss`.
     """
     _check_common(model, sde, x0, reduce)
     rows = _check_rows(rows, x0)
+    p_uncond = _check_cond(cond, p_uncond, x0)
     if not isinstance(sde, DiscreteVPSDE):
         raise TypeError(f"ddpm_loss needs a DiscreteVPSDE (integer timesteps), got "
                         f"{type(sde).__name__}; use dsm_loss for continuous SDEs")
@@ -278,15 +316,17 @@ def ddpm_loss(model: Callable, sde: DiscreteVPSDE, x0: Tensor, *,
     dev = _draw_device(generator, x0)
     i = torch.randint(0, sde.N, (b,), generator=generator, device=dev).to(x0.device)  # draw 1
     z = _normal_like(x0, generator)                                                   # draw 2
+    cond = _drop_labels(cond, p_uncond, generator, x0)                                # draw 3
     if rows is not None:
         x0, i, z = x0[rows[0]:rows[1]], i[rows[0]:rows[1]], z[rows[0]:rows[1]]
+        cond = None if cond is None else cond[rows[0]:rows[1]]
         b = x0.shape[0]
     alphas_cumprod = sde._alphas_cumprod.to(x0.device)[i]   # float64
     sqrt_ab = batch_view(alphas_cumprod.sqrt().to(x0.dtype), x0)
     std = (1.0 - alphas_cumprod).sqrt().to(x0.dtype)
     x_i = sqrt_ab * x0 + batch_view(std, x0) * z
     t = sde.index_to_time(i).to(dtype=x0.dtype, device=x0.device)
-    residual = _eps_prediction(model, x_i, t, std) - z
+    residual = _eps_prediction(model, x_i, t, std, cond) - z
     return _reduce(residual.reshape(b, -1).pow(2).sum(1), reduce)
 
 

@@ -7,7 +7,8 @@ one CPU ``torch.Generator`` seeded with ``config.seed``; each step draws, in ord
   1. the batch indices: ``torch.randint(len(data), (batch_size,))`` (with replacement);
   2. only for networks with dropout: one int64 seed for torch's global RNG, which the
      step then uses inside ``torch.random.fork_rng`` (the caller's RNG state is untouched);
-  3. the loss's draws (times or indices, then the noise; see ``scoresde.losses``).
+  3. the loss's draws (times or indices, then the noise, then for a conditional run the
+     condition dropout; see ``scoresde.losses``).
 
 Data parallelism: under ``torchrun`` (a torch.distributed process group, see
 ``scoresde.distributed``) with world size W the trainer wraps the network in
@@ -77,6 +78,11 @@ class TrainConfig:
         eps: smallest diffusion time of the dsm loss.
         log_every: steps between history records (mean loss of the window) and progress
             bar updates.
+        conditional: train a class-conditional model on the data's labels (``Dataset.y``;
+            the network must take ``num_classes``), for classifier-free guidance.
+        p_uncond: with ``conditional``, the probability that a label is replaced by the
+            null label (condition dropout, Ho & Salimans 2022, Alg. 1), which trains the
+            unconditional model in the same network.
     """
 
     steps: int = 10000
@@ -94,6 +100,8 @@ class TrainConfig:
     importance_sampling: bool = False
     eps: float = 1e-5
     log_every: int = 100
+    conditional: bool = False
+    p_uncond: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -122,6 +130,9 @@ class TrainConfig:
             raise ValueError("importance_sampling=True needs weighting='likelihood'")
         if not (is_real_number(self.eps) and 0 < self.eps < 1):
             raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
+        check_instance("conditional", self.conditional, bool, "True or False")
+        if not (is_real_number(self.p_uncond) and 0 <= self.p_uncond < 1):
+            raise ValueError(f"p_uncond must be a number in [0, 1), got {self.p_uncond!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,6 +194,7 @@ class Trainer:
         self.data = _as_dataset(data)
         self._x = self.data.x.to(device=self._device, dtype=self._dtype)
         check_finite("data", self._x)
+        self._y = self._labels() if self.config.conditional else None
         self._check_data_fits()
 
         cfg = self.config
@@ -210,6 +222,22 @@ class Trainer:
                                           time_input=self.model.time_input,
                                           time_scale=self.model.time_scale)
 
+    def _labels(self) -> Tensor:
+        """The data's class labels on the network's device, checked against its classes."""
+        classes = getattr(self.net, "num_classes", None)
+        if not isinstance(classes, int):
+            raise ValueError(f"conditional=True needs a class-conditional network (e.g. "
+                             f"MLP(..., num_classes=C) or UNet(..., num_classes=C)); "
+                             f"{type(self.net).__name__} has num_classes={classes!r}")
+        if self.data.y is None:
+            raise ValueError(f"conditional=True needs labelled data (Dataset.y, e.g. the "
+                             f"digits set); {self.data.name!r} has no labels")
+        y = self.data.y.long()
+        if bool(((y < 0) | (y >= classes)).any()):
+            raise ValueError(f"the data's labels span {int(y.min())}..{int(y.max())}, "
+                             f"outside the network's num_classes={classes}")
+        return y.to(self._device)
+
     def _check_data_fits(self) -> None:
         """One forward pass on two examples (eval mode, no grad: no state or RNG touched),
         so that data the network cannot take fails here, naming the shapes, rather than at
@@ -219,7 +247,7 @@ class Trainer:
         self.net.eval()
         try:
             with torch.no_grad():
-                self.model(x, 0.5 * self.sde.T)
+                self.model(x, 0.5 * self.sde.T, None if self._y is None else self._y[:2])
         except torch.cuda.OutOfMemoryError:
             raise
         except (ValueError, TypeError, RuntimeError) as err:
@@ -241,12 +269,14 @@ class Trainer:
             return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
         return cfg.lr
 
-    def _loss(self, x0: Tensor) -> Tensor:
+    def _loss(self, x0: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         cfg = self.config
         if self._world > 1:  # this rank's rows: sum / B * W (DDP averages over the W ranks)
             kw = {"rows": self._rows, "reduce": "sum"}
         else:
             kw = {}
+        if cond is not None:
+            kw.update(cond=cond, p_uncond=cfg.p_uncond)
         if cfg.loss == "ddpm":
             loss = ddpm_loss(self._loss_model, self.sde, x0, generator=self.generator, **kw)
         else:
@@ -255,8 +285,8 @@ class Trainer:
                             generator=self.generator, **kw)
         return loss if self._world == 1 else loss * (self._world / cfg.batch_size)
 
-    def _forward_backward(self, x0: Tensor) -> float:
-        loss = self._loss(x0)
+    def _forward_backward(self, x0: Tensor, cond: Optional[Tensor] = None) -> float:
+        loss = self._loss(x0, cond)
         value = float(loss.detach())
         if self._world > 1:  # the batch mean over all ranks (each rank holds sum/B * W)
             total = loss.detach().reshape(1).clone()
@@ -275,15 +305,16 @@ class Trainer:
         self.net.train()
         idx = torch.randint(self._x.shape[0], (cfg.batch_size,), generator=self.generator)
         x0 = self._x[idx.to(self._device)]
+        cond = None if self._y is None else self._y[idx.to(self._device)]
         self.optimizer.zero_grad(set_to_none=True)
         if self._uses_global_rng:
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))
             devices = [self._device] if self._device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
-                value = self._forward_backward(x0)
+                value = self._forward_backward(x0, cond)
         else:
-            value = self._forward_backward(x0)
+            value = self._forward_backward(x0, cond)
         if cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         for group in self.optimizer.param_groups:

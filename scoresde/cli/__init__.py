@@ -3,6 +3,7 @@
     scoresde train      --data moons --sde vp --steps 3000 --out runs/moons
     scoresde sample     --run runs/moons --solver pc --steps 500 --num 5000 --out samples.png
     scoresde likelihood --run runs/moons --split test --trace exact
+    scoresde inpaint    --run runs/digits --mask right --out inpainted.png
     scoresde demo
 
 One module per command (``demo``, ``train``, ``sample``, ``likelihood``), each with
@@ -26,10 +27,11 @@ from solvers.errors import SolverError
 
 from .. import __version__, distributed
 from ..checkpoint import CheckpointError
-from . import demo, likelihood, sample, train
+from . import demo, inpaint, likelihood, sample, train
 from .errors import _Fail
 
-COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "demo": demo}
+COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "inpaint": inpaint,
+            "demo": demo}
 
 # What the library raises for bad input or a solve that cannot finish (CheckpointError is a
 # ValueError, listed for clarity), another rank's failure under torchrun (RankError), the trainer's non-finite loss (FloatingPointError), and

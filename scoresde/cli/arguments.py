@@ -58,4 +58,20 @@ def positive_real(text: str) -> float:
     return value
 
 
+def nonnegative_real(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    value = real(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a float in [0, 1)."""
+    value = real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -62,12 +62,12 @@ def image_grid(x: Tensor, ncol: int = 8, pad: int = 1) -> Tensor:
 
 
 def plot_images(data: Tensor, panels: List[Tuple[str, Tensor]], path: str,
-                max_images: int = 64) -> str:
+                max_images: int = 64, data_title: str = "training data") -> str:
     """Image grids of the training data beside each (title, samples) panel (up to
     ``max_images`` each; one channel in gray, three as RGB, otherwise the first channel)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 4))
-    for ax, (title, x) in zip(axes, [("training data", data)] + panels):
+    for ax, (title, x) in zip(axes, [(data_title, data)] + panels):
         grid = image_grid(x[:max_images])
         if grid.shape[2] == 3:
             ax.imshow(grid.numpy())

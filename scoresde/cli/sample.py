@@ -1,6 +1,7 @@
 """``scoresde sample``: draw samples from a trained run with any solver and picture them.
 
     scoresde sample --run runs/moons --solver pc --steps 500 --num 5000 --out samples.png
+    scoresde sample --run runs/digits --class 3 7 --guidance 2.0 --out guided.png
     scoresde sample --list-solvers
     torchrun --nproc_per_node=2 -m scoresde.cli -- sample --run runs/moons --num 10000
 
@@ -8,6 +9,10 @@ Sample i depends on (--seed, i) alone and the processes under torchrun solve who
 batches of --batch-size samples, so the samples file is bitwise the same for any number of
 processes (docs/distributed.md); rank 0 writes it. ("--" keeps torchrun's own parser from
 reading --run and --num as prefixes of its flags.)
+
+With --class (a run trained with --conditional) it samples each class given, guided by
+classifier-free guidance of weight --guidance (default 0: the class-conditional model),
+and the picture has one grid per class.
 
 The solver flags (--steps, --rtol, --snr, ...) are generated from the solver registry
 ``scoresde.samplers.SOLVERS``: one flag per option name (underscores become dashes), typed
@@ -27,7 +32,7 @@ import torch
 import scoresde as sd
 from scoresde.samplers import SOLVERS
 
-from .arguments import int_list, integer, nonnegative_int, positive_int, real
+from .arguments import int_list, integer, nonnegative_int, nonnegative_real, positive_int, real
 from .errors import _Fail
 from .plots import check_picture_path, plot_images, plot_points
 from .runs import check_writable, load_run, save_tensor
@@ -105,6 +110,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", help="picture to write (default RUN/samples_SOLVER.png): a "
                                  "scatter beside the training data for points, image grids "
                                  "for images")
+    p.add_argument("--class", dest="classes", type=nonnegative_int, nargs="+", metavar="C",
+                   help="class label(s) to sample (runs trained with --conditional); one "
+                        "picture grid per class")
+    p.add_argument("--guidance", type=nonnegative_real, metavar="W",
+                   help="classifier-free guidance weight w >= 0 with --class (default 0); "
+                        "w > 0 counts 2 NFE per guided evaluation")
     p.add_argument("--save-samples", metavar="PATH",
                    help="also write the samples to a .npy or .pt file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -169,32 +180,57 @@ def run(args: argparse.Namespace) -> None:
     if args.save_samples is not None:
         check_writable(args.save_samples, SAMPLE_SUFFIXES, "--save-samples")
 
+    if args.guidance is not None and args.classes is None:
+        raise _Fail("--guidance needs --class (the label(s) to guide towards)")
+
     run_ = load_run(args.run)
+    if args.classes is not None:
+        check_classes(run_, args.classes)
     data = run_.data("train")
     shape = (args.num,) + tuple(data.shape)
-    t0 = time.perf_counter()
-    with torch.no_grad():  # one process, or this rank's share under torchrun
-        res = sd.distributed.sample(run_.model, run_.sde, shape[1:], n_total=args.num,
-                                    seed=args.seed, solver=args.solver,
-                                    batch_size=args.batch_size, dtype=run_.dtype,
-                                    progress=not args.no_progress, **options)
-    seconds = time.perf_counter() - t0
-    world = res.stats["world_size"]
-    if not sd.distributed.is_main():  # rank 0 writes the picture and the samples
-        return
-    if world > 1:
-        print(f"{world} processes: NFE per process {res.stats['nfe_per_rank']}, samples per "
-              f"process {res.stats['rows_per_rank']}")
     shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-    print(f"sampled {args.num} {data.kind} of shape {list(data.shape)} with {args.solver}"
-          f"{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
+    panels, samples = [], []
+    for c in args.classes or [None]:
+        guide = {} if c is None else {"cond": c, "guidance": args.guidance or 0.0}
+        t0 = time.perf_counter()
+        with torch.no_grad():  # one process, or this rank's share under torchrun
+            res = sd.distributed.sample(run_.model, run_.sde, shape[1:], n_total=args.num,
+                                        seed=args.seed, solver=args.solver,
+                                        batch_size=args.batch_size, dtype=run_.dtype,
+                                        progress=not args.no_progress, **guide, **options)
+        seconds = time.perf_counter() - t0
+        world = res.stats["world_size"]
+        if not sd.distributed.is_main():  # rank 0 prints and writes
+            continue
+        if world > 1:
+            print(f"{world} processes: NFE per process {res.stats['nfe_per_rank']}, samples "
+                  f"per process {res.stats['rows_per_rank']}")
+        which = "" if c is None else f" of class {c} (guidance {guide['guidance']:g})"
+        print(f"sampled {args.num} {data.kind}{which} of shape {list(data.shape)} with "
+              f"{args.solver}{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
+        panels.append((f"{args.solver} (NFE {res.nfe})" if c is None
+                       else f"class {c}, w {guide['guidance']:g} (NFE {res.nfe})", res.x))
+        samples.append(res.x)
+    if not sd.distributed.is_main():
+        return
 
-    title = f"{args.solver} (NFE {res.nfe})"
     if data.kind == "points":
-        path = plot_points(data.x[:args.num], [(title, res.x)], out)
+        path = plot_points(data.x[:args.num], panels, out)
     else:
-        path = plot_images(data.x[:args.num], [(title, res.x)], out)
+        path = plot_images(data.x[:args.num], panels, out)
     print(f"wrote {path}")
     if args.save_samples is not None:
-        save_tensor(res.x, args.save_samples)
-        print(f"wrote {args.save_samples} ({list(res.x.shape)} {str(res.x.dtype)[6:]})")
+        x = torch.cat(samples)
+        save_tensor(x, args.save_samples)
+        print(f"wrote {args.save_samples} ({list(x.shape)} {str(x.dtype)[6:]})")
+
+
+def check_classes(run_, classes: List[int]) -> None:
+    """--class labels must be classes of a conditional run."""
+    n = getattr(run_.model.net, "num_classes", None)
+    if n is None:
+        raise _Fail(f"--class needs a class-conditional run (scoresde train --conditional); "
+                    f"{run_.directory} is unconditional")
+    bad = [c for c in classes if c >= n]
+    if bad:
+        raise _Fail(f"--class {bad[0]} is not a class of {run_.directory} (labels 0..{n - 1})")

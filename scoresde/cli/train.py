@@ -1,6 +1,7 @@
 """``scoresde train``: train a score model on a data set and save the run directory.
 
     scoresde train --data moons --sde vp --steps 3000 --out runs/moons [--save-every 500]
+    scoresde train --data digits --conditional [--p-uncond 0.1] --out runs/digits
     scoresde train --out runs/moons --resume [--steps 6000] [--save-every 500]
 
 The run directory is a checkpoint (``Trainer.save``): weights, EMA, optimizer and generator
@@ -26,7 +27,7 @@ from scoresde.losses import LOSSES, WEIGHTINGS
 from scoresde.sdes import SDE_TABLE, SHORT_NAMES, build_sde
 from scoresde.training import LR_SCHEDULES
 
-from .arguments import DTYPES, nonnegative_int, positive_int, positive_real
+from .arguments import DTYPES, nonnegative_int, positive_int, positive_real, unit_interval
 from .errors import _Fail
 
 NET_NAMES = ("mlp", "unet")
@@ -38,14 +39,15 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     "images": {"net": "unet", "hidden": 32, "depth": 1, "batch_size": 128, "lr": 1e-3,
                "warmup": 100, "ema_decay": 0.999, "lr_schedule": "constant"},
 }
-SHARED_DEFAULTS: Dict[str, Any] = {"sde": "vp", "weighting": "none",
+SHARED_DEFAULTS: Dict[str, Any] = {"sde": "vp", "weighting": "none", "conditional": False,
+                                   "p_uncond": 0.1,
                                    "importance_sampling": False, "seed": 0, "n": None,
                                    "dtype": "float32", "sigma_max": None, "steps": 3000}
 # Flags that define a run: given together with --resume they are an error.
 RUN_FLAGS = ("data", "sde", "sigma_max", "net", "hidden", "depth", "batch_size", "lr",
              "warmup", "lr_schedule", "ema_decay", "loss", "weighting", "importance_sampling",
              "seed", "n",
-             "dtype", "log_every")
+             "dtype", "log_every", "conditional", "p_uncond")
 _MAX_PAIRWISE_POINTS = 10_000
 
 
@@ -101,6 +103,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--importance-sampling", action="store_true", default=None,
                    help="draw t from the likelihood weighting's density (needs "
                         "--weighting likelihood)")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="class-conditional model on the data's labels (digits), for "
+                        "'scoresde sample --class C --guidance W'")
+    p.add_argument("--p-uncond", type=unit_interval, metavar="P",
+                   help="with --conditional: probability of dropping a label to the null "
+                        "token (classifier-free guidance training; default 0.1)")
     p.add_argument("--seed", type=nonnegative_int,
                    help="seeds the data, the network's initialisation and the trainer "
                         "(default 0)")
@@ -158,23 +166,31 @@ def _new_run(args: argparse.Namespace) -> sd.Trainer:
         o["log_every"] = min(100, o["steps"])
     if o["sigma_max"] is not None and o["sde"] != "ve":
         raise _Fail(f"--sigma-max applies to --sde ve only, not --sde {o['sde']}")
+    if args.p_uncond is not None and not o["conditional"]:
+        raise _Fail("--p-uncond applies to --conditional runs only")
+    if o["conditional"] and data.y is None:
+        raise _Fail(f"--conditional needs labelled data (digits); {data.name} has no labels")
+    classes = int(data.y.max()) + 1 if o["conditional"] else None
 
     sde = make_sde(o["sde"], data.x, o["sigma_max"])
     with torch.random.fork_rng(devices=[]):  # seeded initialisation; caller's RNG untouched
         torch.manual_seed(o["seed"])
-        net = make_net(o["net"], data, o["hidden"], o["depth"]).to(dtype)
+        net = make_net(o["net"], data, o["hidden"], o["depth"], classes).to(dtype)
     config = sd.TrainConfig(
         steps=o["steps"], batch_size=o["batch_size"], lr=o["lr"], warmup=o["warmup"],
         lr_schedule=o["lr_schedule"],
         ema_decay=o["ema_decay"], seed=o["seed"], loss=o["loss"], weighting=o["weighting"],
-        importance_sampling=bool(o["importance_sampling"]), log_every=o["log_every"])
+        importance_sampling=bool(o["importance_sampling"]), log_every=o["log_every"],
+        conditional=bool(o["conditional"]), p_uncond=o["p_uncond"])
     trainer = sd.Trainer(net, sde, data, config)
     params = sum(p.numel() for p in net.parameters())
     print(f"data {data.name} ({len(data)} {data.kind} of shape {list(data.shape)}, "
           f"{o['dtype']}); sde {sde!r}; net {type(net).__name__} ({params} parameters); "
           f"loss {o['loss']}" + (f" ({o['weighting']} weighting" + (
               ", importance-sampled t)" if config.importance_sampling else ")")
-              if o["loss"] == "dsm" else ""))
+              if o["loss"] == "dsm" else "")
+          + (f"; conditional on {classes} classes, p_uncond {o['p_uncond']:g}"
+             if o["conditional"] else ""))
     return trainer
 
 
@@ -210,15 +226,17 @@ def max_pairwise_distance(x: Tensor, chunk: int = 1000) -> float:
     return max(float(torch.cdist(x[i:i + chunk], x).max()) for i in range(0, len(x), chunk))
 
 
-def make_net(name: str, data: sd.Dataset, hidden: int, depth: int) -> nn.Module:
+def make_net(name: str, data: sd.Dataset, hidden: int, depth: int,
+             num_classes: Optional[int] = None) -> nn.Module:
     """``mlp``: MLP(D, hidden, depth) for points [n, D]; ``unet``: UNet(C, base_channels=hidden,
-    num_res_blocks=depth) for images [n, C, H, W]."""
+    num_res_blocks=depth) for images [n, C, H, W]; class-conditional with ``num_classes``."""
     if name == "mlp":
         if data.kind != "points":
             raise _Fail(f"--net mlp needs points [n, D]; {data.name} holds images of shape "
                         f"{list(data.shape)}: use --net unet")
-        return sd.MLP(dim=data.shape[0], hidden=hidden, depth=depth)
+        return sd.MLP(dim=data.shape[0], hidden=hidden, depth=depth, num_classes=num_classes)
     if data.kind != "images":
         raise _Fail(f"--net unet needs images [n, C, H, W]; {data.name} holds points of shape "
                     f"{list(data.shape)}: use --net mlp")
-    return sd.UNet(in_channels=data.shape[0], base_channels=hidden, num_res_blocks=depth)
+    return sd.UNet(in_channels=data.shape[0], base_channels=hidden, num_res_blocks=depth,
+                   num_classes=num_classes)

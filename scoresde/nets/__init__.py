@@ -10,7 +10,7 @@ from typing import Dict, Type
 
 from torch import nn
 
-from .embedding import SinusoidalEmbedding
+from .embedding import NULL_LABEL, ClassEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
 
@@ -40,4 +40,4 @@ def build_net(name: str, config: dict) -> nn.Module:
     return NETS[name](**config)
 
 
-__all__ = ["SinusoidalEmbedding", "MLP", "UNet", "NETS", "register_net", "build_net"]
+__all__ = ["SinusoidalEmbedding", "ClassEmbedding", "NULL_LABEL", "MLP", "UNet", "NETS", "register_net", "build_net"]

@@ -1,9 +1,9 @@
 """What the reference networks share: the check of their inputs (x, t_in)."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_inputs(x: Tensor, t_in: Tensor, shape: Tuple[Union[int, str], ...]) -> Tensor:
@@ -26,3 +26,15 @@ def check_time_input(t: Tensor, batch: int) -> Tensor:
         raise ValueError(f"t_in must have shape [{batch}] (the batch size of x), got "
                          f"{tuple(t.shape)}")
     return t
+
+
+def class_term(embed: Optional[nn.Module], cond: Optional[Tensor], batch: int,
+               net: str) -> Union[Tensor, float]:
+    """The class embedding to add to the time embedding: ``embed(cond)`` for a conditional
+    network (cond None: the null token), 0 for an unconditional one (which takes no cond)."""
+    if embed is None:
+        if cond is not None:
+            raise ValueError(f"this {net} is unconditional; cond needs a network built with "
+                             f"num_classes=C")
+        return 0.0
+    return embed(cond, batch)

@@ -9,6 +9,10 @@ from torch import Tensor, nn
 
 from .._validation import check_int, is_real_number
 
+#: The class label of the learned null token: the unconditional model of classifier-free
+#: guidance (Ho & Salimans 2022, Sec. 3.2).
+NULL_LABEL = -1
+
 
 class SinusoidalEmbedding(nn.Module):
     """Map a [batch] time input to [batch, dim] sinusoidal features.
@@ -57,3 +61,31 @@ class SinusoidalEmbedding(nn.Module):
         if self.dim % 2:
             emb = torch.nn.functional.pad(emb, (0, 1))
         return emb.to(dtype)
+
+
+class ClassEmbedding(nn.Module):
+    """A learned embedding of class labels 0..num_classes-1 plus a null token.
+
+    ``forward(cond, batch)`` maps a [batch] integer tensor to [batch, dim]; the label
+    ``NULL_LABEL`` (-1), or ``cond=None`` for the whole batch, selects the null token, the
+    unconditional model trained by condition dropout (Ho & Salimans 2022, Sec. 3.2).
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.table = nn.Embedding(self.num_classes + 1, dim)  # the last row is the null token
+
+    def forward(self, cond: Optional[Tensor], batch: int) -> Tensor:
+        device = self.table.weight.device
+        if cond is None:
+            return self.table.weight[-1].expand(batch, -1)
+        if not isinstance(cond, Tensor) or cond.dtype.is_floating_point or cond.dim() != 1 \
+                or cond.shape[0] != batch:
+            raise ValueError(f"cond must be a [{batch}] integer tensor of class labels, got "
+                             f"{cond!r}")
+        labels = cond.to(device).long()
+        if bool(((labels < NULL_LABEL) | (labels >= self.num_classes)).any()):
+            raise ValueError(f"cond must hold labels in [0, {self.num_classes}) or "
+                             f"{NULL_LABEL} (the null token), got {labels.unique().tolist()}")
+        return self.table(torch.where(labels == NULL_LABEL, self.num_classes, labels))

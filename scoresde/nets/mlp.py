@@ -1,12 +1,14 @@
 """A residual MLP for vectors [batch, dim] with a sinusoidal time embedding."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_int
-from ._common import check_inputs
-from .embedding import SinusoidalEmbedding
+from ._common import check_inputs, class_term
+from .embedding import ClassEmbedding, SinusoidalEmbedding
 
 
 class _ResidualBlock(nn.Module):
@@ -39,10 +41,13 @@ class MLP(nn.Module):
         depth: number of residual blocks (two linear layers each).
         time_dim: size of the sinusoidal time features.
         max_period: the embedding's longest period / (2 pi).
+        num_classes: make the network class-conditional, ``forward(x, t_in, cond)``: a
+            learned :class:`ClassEmbedding` (with the null token for cond -1 or None) is
+            added to the time embedding. None (default): unconditional.
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 64,
-                 max_period: float = 10000.0):
+                 max_period: float = 10000.0, num_classes: Optional[int] = None):
         super().__init__()
         self.dim = check_int("dim", dim)
         self.hidden = check_int("hidden", hidden)
@@ -55,15 +60,19 @@ class MLP(nn.Module):
         self.inp = nn.Linear(dim + hidden, hidden)
         self.blocks = nn.ModuleList(_ResidualBlock(hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes)
+        self.class_embed = None if num_classes is None else ClassEmbedding(num_classes, hidden)
 
     def config(self) -> dict:
         """The constructor arguments (stored in checkpoints to rebuild the network)."""
         return {"dim": self.dim, "hidden": self.hidden, "depth": self.depth,
-                "time_dim": self.time_dim, "max_period": self.max_period}
+                "time_dim": self.time_dim, "max_period": self.max_period,
+                "num_classes": self.num_classes}
 
-    def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t_in: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         t_in = check_inputs(x, t_in, ("batch", self.dim))
         temb = self.time_mlp(self.embed(t_in, dtype=self.inp.weight.dtype))
+        temb = temb + class_term(self.class_embed, cond, x.shape[0], "MLP")
         h = self.inp(torch.cat([x, temb], dim=1))
         for block in self.blocks:
             h = block(h, temb)

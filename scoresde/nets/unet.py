@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_int, is_real_number
-from ._common import check_inputs
-from .embedding import SinusoidalEmbedding
+from ._common import check_inputs, class_term
+from .embedding import ClassEmbedding, SinusoidalEmbedding
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -80,13 +80,16 @@ class UNet(nn.Module):
         groups: GroupNorm groups (reduced where they do not divide the channels).
         out_channels: output channels (default in_channels).
         max_period: the sinusoidal embedding's longest period / (2 pi).
+        num_classes: make the network class-conditional, ``forward(x, t_in, cond)``: a
+            learned :class:`ClassEmbedding` (null token for cond -1 or None) is added to
+            the time embedding. None (default): unconditional.
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32,
                  channel_mults: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  time_dim: Optional[int] = None, attention: bool = False,
                  dropout: float = 0.0, groups: int = 8, out_channels: Optional[int] = None,
-                 max_period: float = 10000.0):
+                 max_period: float = 10000.0, num_classes: Optional[int] = None):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.base_channels = check_int("base_channels", base_channels, minimum=2)
@@ -112,6 +115,8 @@ class UNet(nn.Module):
         self.embed = SinusoidalEmbedding(base, max_period)
         self.time_mlp = nn.Sequential(nn.Linear(base, td), nn.SiLU(), nn.Linear(td, td))
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes)
+        self.class_embed = None if num_classes is None else ClassEmbedding(num_classes, td)
 
 
         def block(in_ch: int, out_ch: int) -> ResBlock:
@@ -154,11 +159,13 @@ class UNet(nn.Module):
                 "channel_mults": list(self.channel_mults),
                 "num_res_blocks": self.num_res_blocks, "time_dim": self.time_dim,
                 "attention": self.attention, "dropout": self.dropout, "groups": self.groups,
-                "out_channels": self.out_channels, "max_period": self.max_period}
+                "out_channels": self.out_channels, "max_period": self.max_period,
+                "num_classes": self.num_classes}
 
-    def forward(self, x: Tensor, t_in: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t_in: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         t_in = check_inputs(x, t_in, ("batch", self.in_channels, "H", "W"))
         temb = self.time_mlp(self.embed(t_in, dtype=self.conv_in.weight.dtype))
+        temb = temb + class_term(self.class_embed, cond, x.shape[0], "UNet")
 
         h = self.conv_in(x)
         skips = [h]
