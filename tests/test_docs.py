@@ -4,8 +4,8 @@ docs/cli.md, is executed here (one test each), and the output the page shows is 
 Rules (stated for writers in docs/architecture.md, "Tests"):
 
 * A ```python block runs as written, in a fresh namespace, in an empty temporary working
-  directory, with torch's out-of-the-box state (default dtype float32; the dtype, the number
-  of threads and the solver registry are restored afterwards). Blocks are named after the
+  directory, with torch's out-of-the-box state (default dtype float32; the dtype, the global
+  random state, the number of threads and the solver registry are restored afterwards). Blocks are named after the
   file and their number among its python blocks: ``docs/sampling.md#2``.
 * If the next fenced block is ```text, separated from the python block by nothing or by one
   sentence ending in ":" ("It prints:"), the block's stdout must match it line by line:
@@ -183,7 +183,8 @@ def users_session(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     torch.set_default_dtype(torch.float32)
     try:
-        yield
+        with torch.random.fork_rng(devices=[]):   # a block's torch.manual_seed stays inside
+            yield
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
@@ -350,7 +351,8 @@ class CliSession:
             os.chdir(self.directory)
             torch.set_default_dtype(torch.float32)
             try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                        torch.random.fork_rng(devices=[]):   # train seeds torch's global RNG
                     status = main(argv)
             finally:
                 os.chdir(cwd)
