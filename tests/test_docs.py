@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shlex
+import textwrap
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -74,8 +75,8 @@ def parse_blocks(page: str, text: Optional[str] = None) -> List[Block]:
             i += 1
         if i == len(lines):
             raise AssertionError(f"{page}:{start + 1}: fence ```{lang} is never closed")
-        blocks.append(Block(page, lang, start + 1, "\n".join(lines[start + 1:i]) + "\n",
-                            "\n".join(prose)))
+        code = textwrap.dedent("\n".join(lines[start + 1:i]) + "\n")   # a fence in a list item
+        blocks.append(Block(page, lang, start + 1, code, "\n".join(prose)))
         prose, i = [], i + 1
     return blocks
 
@@ -236,6 +237,8 @@ def test_fence_rules_catch_what_would_slip_through():
         "```", "import torch", "```", "```text", "import this is prose", "```"])
     problems = fence_problems(parse_blocks("page.md", page))
     assert [p.split(":")[1] for p in problems] == ["6", "9", "12", "15"], problems
+    (item,) = parse_blocks("page.md", "1. In a list:\n\n   ```python\n   x = 1\n   ```\n")
+    assert (item.lang, item.line, item.code) == ("python", 3, "x = 1\n")
 
 
 def test_every_python_fence_runs_or_says_why_not():
