@@ -249,8 +249,9 @@ def test_every_python_fence_runs_or_says_why_not():
 # -- the commands of docs/cli.md --------------------------------------------------------------
 CLI_PAGE = "docs/cli.md"
 TRAINING_STEPS = {"train": ("--steps", "--save-every", "--log-every"), "demo": ("--train-steps",)}
-SAMPLER_STEPS, MAX_SAMPLER_STEPS = {"sample": ("--steps",)}, 20
-POINTS, MAX_POINTS = {"sample": ("--num",), "likelihood": ("--n",), "demo": ("--num", "--test")}, 16
+SAMPLER_STEPS, MAX_SAMPLER_STEPS = {"sample": ("--steps",), "inpaint": ("--steps",)}, 20
+POINTS, MAX_POINTS = {"sample": ("--num",), "likelihood": ("--n",), "inpaint": ("--num",),
+                      "demo": ("--num", "--test")}, 16
 
 
 @dataclass
