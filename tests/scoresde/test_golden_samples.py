@@ -4,7 +4,13 @@ redesign (issue 11): the same seed and the same NFE must give the same bits.
 The reference file ``data/golden_samples.npz`` holds, per case, the samples and the NFE.
 It was written by ``python tests/scoresde/test_golden_samples.py --write`` before the
 redesign; rewrite it only for a change that is meant to alter samples, and say so in the
-commit. When the meaning of an option changes, change the case's options so that it makes the
+commit.
+
+Bitwise on the machine that recorded them, equal to ``ATOL`` elsewhere: torch's vectorised
+exp/log/sqrt kernels differ in the last unit between CPU families (the file was written on
+an Intel Xeon; on an AMD EPYC 23 of the 42 cases differ, by 2.2e-16 to 1.3e-13, the
+stochastic and many-step cases amplifying one-ulp differences over their steps). Any change
+to a sampler's arithmetic beyond rounding moves the samples by orders of magnitude more. When the meaning of an option changes, change the case's options so that it makes the
 same network evaluations; the recorded numbers stay. (The redesign made ``steps`` count
 network evaluations for every fixed-step sampler: the pc, ode_heun, ode_rk4, singlestep
 dpm_solver and heun_karras cases were recorded with grid steps and now pass the same
@@ -27,6 +33,7 @@ from scoresde.nets import MLP
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "data", "golden_samples.npz")
 SHAPE = (6, 2)
+ATOL = 1e-12   # samples are O(1); cross-CPU rounding measured up to 1.3e-13 (docstring)
 
 SDES = {
     "vp": lambda: sd.VPSDE(beta_min=0.1, beta_max=20.0),
@@ -118,11 +125,11 @@ def golden():
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
-def test_samples_are_bitwise_the_recorded_ones(case_id, golden):
+def test_samples_are_the_recorded_ones(case_id, golden):
     x, nfe = run_case(case_id)
     assert nfe == int(golden[f"{case_id}/nfe"]), "a different number of network evaluations"
     want = golden[f"{case_id}/x"]
-    assert np.array_equal(x, want), f"max |diff| {np.abs(x - want).max():.3e}"
+    assert np.abs(x - want).max() <= ATOL, f"max |diff| {np.abs(x - want).max():.3e}"
 
 
 def test_every_solver_has_a_case(golden):
