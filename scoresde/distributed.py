@@ -189,6 +189,9 @@ def sample(score: ScoreFn, sde: SDE, shape_per_item: Sequence[int], *, n_total: 
         raise ValueError("distributed.sample draws per-sample noise from seed=; generator= "
                          "would make the samples depend on the world size")
     n_total = check_int("n_total", n_total, minimum=1)
+    if isinstance(shape_per_item, (str, bytes)) or not hasattr(shape_per_item, "__iter__"):
+        raise TypeError(f"shape_per_item must be a sequence of sizes [*dims] of one sample, "
+                        f"got {shape_per_item!r}")
     shape = check_shape("shape_per_item", (1, *shape_per_item))[1:]
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)

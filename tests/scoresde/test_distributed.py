@@ -150,3 +150,18 @@ def test_cli_sample_under_torchrun_writes_the_same_file(tmp_path, capsys):
     assert "NFE per process [10, 10], samples per process [5, 5]" in proc.stdout
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one.shape == (10, 2) and torch.equal(one, two)
+
+
+@pytest.mark.parametrize("loss", ["dsm", "ddpm"])
+def test_loss_rows_are_the_rows_of_the_whole_batch(loss):
+    """A rank's rows= of a loss: the one-process batch's draws, its rows' losses."""
+    sde = sd.DiscreteVPSDE.linear(N=50) if loss == "ddpm" else w.SDE
+    fn = sd.ddpm_loss if loss == "ddpm" else sd.dsm_loss
+    x0 = w.DATA.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    score = w.DATA.score if loss == "dsm" else sd.GaussianData(
+        torch.tensor([1.0, -0.5], dtype=torch.float64), torch.eye(2, dtype=torch.float64) * 0.3,
+        sde=sde).score
+    whole = fn(score, sde, x0, generator=torch.Generator().manual_seed(1), reduce="none")
+    part = fn(score, sde, x0, generator=torch.Generator().manual_seed(1), reduce="none",
+              rows=(3, 7))
+    assert part.shape == (4,) and torch.equal(part, whole[3:7])

@@ -672,6 +672,35 @@ CASES: List[Case] = [
          lambda: ll(trace="hutchinson", s=score(lambda x, t: x * NAN)), V,
          has("score", "nan", "finite"), calls=1),
 
+    # ---- scoresde.distributed (docs/distributed.md; no process group: world size 1) -------
+    Case("distributed.sample/n_total=0",
+         lambda: sd.distributed.sample(score(), VPSDE(), (2,), n_total=0, seed=0, steps=3,
+                                       solver="euler_maruyama"), V,
+         has("n_total", "0", ">= 1")),
+    Case("distributed.sample/generator",
+         lambda: sd.distributed.sample(score(), VPSDE(), (2,), n_total=4, seed=0, steps=3,
+                                       solver="euler_maruyama", generator=gen()), V,
+         has("generator=", "seed=")),
+    Case("distributed.sample/seed=-1",
+         lambda: sd.distributed.sample(score(), VPSDE(), (2,), n_total=4, seed=-1, steps=3,
+                                       solver="euler_maruyama"), V,
+         has("seed", "-1", "[0, 2**64)")),
+    Case("distributed.sample/batch_size=0",
+         lambda: sd.distributed.sample(score(), VPSDE(), (2,), n_total=4, seed=0, steps=3,
+                                       solver="euler_maruyama", batch_size=0), V,
+         has("batch_size", "0", ">= 1")),
+    Case("distributed.sample/shape_per_item=2",
+         lambda: sd.distributed.sample(score(), VPSDE(), 2, n_total=4, seed=0, steps=3,
+                                       solver="euler_maruyama"), T,
+         has("shape_per_item", "2", "sequence")),
+    Case("distributed.log_likelihood/x-1-D",
+         lambda: sd.distributed.log_likelihood(score(), VPSDE(), torch.zeros(3)), T,
+         has("x", "(3,)", "[N, *dims]")),
+    Case("distributed.log_likelihood/generator",
+         lambda: sd.distributed.log_likelihood(score(), VPSDE(), x(3, 2), generator=gen(),
+                                               trace="hutchinson"), V,
+         has("generator=", "seed=")),
+
     # ---- encode() / decode() -------------------------------------------------------------
     Case("encode/x-with-inf", lambda: encode(score(), VPSDE(), x(2, 2, at=(1, 1), value=INF)), V,
          has("x", "x[1]", "inf", "finite")),
@@ -716,6 +745,10 @@ CASES: List[Case] = [
     Case("bits_per_dim/batch_size=-2",
          lambda: bpd(torch.zeros(2, 2, dtype=torch.uint8), batch_size=-2), V,
          has("batch_size", "-2", ">= 1")),
+
+    # ---- losses: a data-parallel rank's rows ----------------------------------------------
+    Case("dsm_loss/rows=(2,9)", lambda: sd.dsm_loss(score(), VPSDE(), x(4, 2), rows=(2, 9)), V,
+         has("rows", "(2, 9)", "0 <= first <= stop <= batch", "4")),
 
     # ---- TrainConfig and Trainer ---------------------------------------------------------
     Case("TrainConfig/steps=0", lambda: TrainConfig(steps=0), V, has("steps", "0", ">= 1")),
