@@ -1,6 +1,12 @@
 """``scoresde likelihood``: the negative log-likelihood of a run's data under its model.
 
     scoresde likelihood --run runs/moons --split test --trace exact --rtol 1e-5 --atol 1e-5
+    scoresde likelihood --diffusers my_pipeline --data images.npy
+
+With --diffusers (a pipeline or model directory saved by diffusers' save_pretrained,
+docs/interop.md) --data names a .npy or .pt file of images in [-1, 1] ([n, C, H, W]), and
+the trace defaults to hutchinson (diffusers' UNets do not run under torch.func's vmap,
+which the exact trace uses).
 
 Points go through ``scoresde.log_likelihood`` (the probability-flow ODE); images through
 ``scoresde.bits_per_dim`` (uniformly dequantized 8-bit values, the variational bound).
@@ -24,7 +30,7 @@ from scoresde.likelihood import PROBES, TRACES
 
 from .arguments import integer, positive_int, real
 from .errors import _Fail
-from .runs import Run, load_run
+from .runs import Run, load_diffusers, load_run
 
 # log_likelihood's own defaults, shown in --help and in the output (one source of truth).
 LL_DEFAULTS: Dict[str, Any] = {
@@ -39,7 +45,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("likelihood", help="NLL (nats) and bits/dim of a run's data set",
                        description=__doc__.replace("``", ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run directory written by 'scoresde train'")
+    p.add_argument("--run", help="run directory written by 'scoresde train'")
+    p.add_argument("--diffusers", metavar="DIR",
+                   help="a diffusers pipeline or model directory instead of --run (needs "
+                        "--data)")
+    p.add_argument("--data", metavar="FILE",
+                   help="with --diffusers: a .npy or .pt file of the examples (images in "
+                        "[-1, 1])")
     p.add_argument("--split", choices=("test", "train"), default="test",
                    help="the held-out split of the run's data source, or the training set "
                         "itself (default test)")
@@ -64,8 +76,22 @@ def run(args: argparse.Namespace) -> None:
     """Compute and print the NLL of the run's data split."""
     kwargs = {k: getattr(args, k) for k in _LL_FLAGS if hasattr(args, k)}
     settings = {**{k: LL_DEFAULTS[k] for k in _LL_FLAGS}, **kwargs}
-    run_ = load_run(args.run)
-    data = run_.data(args.split, args.n)
+    if (args.run is None) == (args.diffusers is None):
+        raise _Fail("give one of --run (a run directory written by 'scoresde train') or "
+                    "--diffusers (a diffusers pipeline or model directory) with --data")
+    if (args.data is None) == (args.run is None):
+        raise _Fail("--data goes with --diffusers (a .npy or .pt file of the examples); "
+                    "--run reads its own data set")
+    if args.run is not None:
+        run_ = load_run(args.run)
+        data = run_.data(args.split, args.n)
+    else:  # a diffusers UNet is not torch.func-compatible (vmap): Hutchinson by default
+        kwargs.setdefault("trace", "hutchinson")
+        settings["trace"] = kwargs["trace"]
+        run_ = load_diffusers(args.diffusers)
+        data = sd.load_dataset(args.data, split="all", n=args.n, seed=args.seed,
+                               dtype=run_.dtype)
+    split = args.split if args.run is not None else "given"
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     progress = not args.no_progress
@@ -78,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
 
     trace = settings["trace"] + (f", {settings['n_probes']} {settings['probe']} probe(s)"
                                  if settings["trace"] == "hutchinson" else "")
-    print(f"{len(data)} {args.split} {data.kind} of {data.name}; probability-flow ODE "
+    print(f"{len(data)} {split} {data.kind} of {data.name}; probability-flow ODE "
           f"{settings['method']} rtol {settings['rtol']:g} atol {settings['atol']:g} eps "
           f"{settings['eps']:g}, {trace} trace")
     if note:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -61,13 +61,14 @@ def image_grid(x: Tensor, ncol: int = 8, pad: int = 1) -> Tensor:
     return grid.permute(1, 2, 0)
 
 
-def plot_images(data: Tensor, panels: List[Tuple[str, Tensor]], path: str,
+def plot_images(data: Optional[Tensor], panels: List[Tuple[str, Tensor]], path: str,
                 max_images: int = 64, data_title: str = "training data") -> str:
-    """Image grids of the training data beside each (title, samples) panel (up to
+    """Image grids of the training data (if any) beside each (title, samples) panel (up to
     ``max_images`` each; one channel in gray, three as RGB, otherwise the first channel)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 4))
-    for ax, (title, x) in zip(axes, [(data_title, data)] + panels):
+    shown = ([(data_title, data)] if data is not None else []) + panels
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4), squeeze=False)
+    for ax, (title, x) in zip(axes[0], shown):
         grid = image_grid(x[:max_images])
         if grid.shape[2] == 3:
             ax.imshow(grid.numpy())

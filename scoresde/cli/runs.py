@@ -71,6 +71,46 @@ def load_run(directory: str) -> Run:
     return Run(directory, ck, dict(spec))
 
 
+@dataclass
+class DiffusersModel:
+    """A diffusers pipeline or model directory loaded by :func:`scoresde.from_diffusers`.
+
+    Attributes:
+        directory: the path.
+        model: the ScoreModel (diffusers' integer timesteps, its prediction type), eval mode.
+        sde: the DiscreteVPSDE of the scheduler's alphas_cumprod.
+    """
+
+    directory: str
+    model: sd.ScoreModel
+    sde: sd.SDE
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The scheduler config (``scoresde.interop.scheduler_config``)."""
+        return self.model.scheduler_config
+
+    @property
+    def sample_shape(self) -> Sequence[int]:
+        """(channels, height, width) of one sample, from the model's config."""
+        shape = self.model.net.sample_shape
+        if shape is None:
+            raise _Fail(f"{self.directory}: the model's config.json gives no sample_size and "
+                        f"in_channels, so the sample shape is unknown")
+        return shape
+
+
+def load_diffusers(directory: str) -> DiffusersModel:
+    """A diffusers directory (``save_pretrained``) as model and SDE, in eval mode."""
+    model, sde = sd.from_diffusers(directory)
+    model.eval()
+    return DiffusersModel(directory, model, sde)
+
+
 def check_writable(path: str, suffixes: Sequence[str], flag: str) -> None:
     """Fail early (before any work) when ``path`` has the wrong suffix."""
     if not path.lower().endswith(tuple(suffixes)):

@@ -2,6 +2,7 @@
 
     scoresde sample --run runs/moons --solver pc --steps 500 --num 5000 --out samples.png
     scoresde sample --run runs/digits --class 3 7 --guidance 2.0 --out guided.png
+    scoresde sample --diffusers my_pipeline --solver ddim --steps 50 --num 16
     scoresde sample --list-solvers
     torchrun --nproc_per_node=2 -m scoresde.cli -- sample --run runs/moons --num 10000
 
@@ -13,6 +14,13 @@ reading --run and --num as prefixes of its flags.)
 With --class (a run trained with --conditional) it samples each class given, guided by
 classifier-free guidance of weight --guidance (default 0: the class-conditional model),
 and the picture has one grid per class.
+
+With --diffusers (a pipeline or model directory saved by diffusers' save_pretrained,
+docs/interop.md) the default solver is the scheduler's own (DDPMScheduler: ddpm,
+DDIMScheduler: ddim, DPMSolverMultistepScheduler: dpm_solver++, others: ddim), and ddpm,
+ddim and dpm_solver++ run on the scheduler's timesteps for --steps (its timestep_spacing
+and steps_offset), with DDIMScheduler's step rule and DDPMScheduler's variance_type,
+unless --timesteps, --step-to or --variance say otherwise.
 
 The solver flags (--steps, --rtol, --snr, ...) are generated from the solver registry
 ``scoresde.samplers.SOLVERS``: one flag per option name (underscores become dashes), typed
@@ -30,12 +38,13 @@ from typing import Any, Callable, Dict, List
 import torch
 
 import scoresde as sd
+from scoresde.interop.diffusers import TIMESTEP_RULES
 from scoresde.samplers import SOLVERS
 
 from .arguments import int_list, integer, nonnegative_int, nonnegative_real, positive_int, real
 from .errors import _Fail
 from .plots import check_picture_path, plot_images, plot_points
-from .runs import check_writable, load_run, save_tensor
+from .runs import check_writable, load_diffusers, load_run, save_tensor
 
 SAMPLE_SUFFIXES = (".npy", ".pt")
 
@@ -96,8 +105,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description=__doc__.replace("``", ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="run directory written by 'scoresde train'")
-    p.add_argument("--solver", default="pc", choices=tuple(SOLVERS) + ("list",),
-                   metavar="NAME", help="solver name (default pc); 'list' prints them")
+    p.add_argument("--diffusers", metavar="DIR",
+                   help="a diffusers pipeline or model directory instead of --run")
+    p.add_argument("--solver", default=None, choices=tuple(SOLVERS) + ("list",),
+                   metavar="NAME", help="solver name (default pc; with --diffusers the "
+                                        "scheduler's own); 'list' prints them")
     p.add_argument("--list-solvers", action="store_true",
                    help="print the solvers with their summaries and options, and exit")
     p.add_argument("--num", type=positive_int, default=1000, help="samples (default 1000)")
@@ -167,15 +179,45 @@ def solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     return given
 
 
+#: diffusers scheduler class -> our sampler that follows it (docs/interop.md)
+SCHEDULER_SOLVERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim",
+                     "DPMSolverMultistepScheduler": "dpm_solver++"}
+
+
+def diffusers_options(source: Any, solver: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options that make ``solver`` follow the diffusers scheduler of ``source``: the
+    scheduler's timesteps for ``steps`` (ddpm, ddim, dpm_solver++), DDIMScheduler's step
+    rule and DDPMScheduler's variance, where the command line did not set them."""
+    config = source.config
+    if solver not in TIMESTEP_RULES or "timesteps" in options:
+        return options
+    steps = (options.pop("steps", None) or SOLVERS[solver].options["steps"].default
+             or source.sde.N)
+    out = {**options, "timesteps": sd.diffusers_timesteps(config, steps, solver)}
+    if solver == "ddim" and config.get("_class_name") == "DDIMScheduler":
+        out.setdefault("step_to", "stride")
+    if solver == "ddpm" and config.get("variance_type") in ("fixed_small", "fixed_large"):
+        out.setdefault("variance", config["variance_type"])
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     """Load the run, sample, write the picture (and the samples), print NFE and time."""
     if args.list_solvers or args.solver == "list":
         print(format_solvers())
         return
-    if args.run is None:
-        raise _Fail("--run is required (a run directory written by 'scoresde train')")
-    options = solver_options(args, args.solver)
-    out = args.out or os.path.join(args.run, f"samples_{args.solver}.png")
+    if (args.run is None) == (args.diffusers is None):
+        raise _Fail("give one of --run (a run directory written by 'scoresde train') or "
+                    "--diffusers (a diffusers pipeline or model directory)")
+    if args.diffusers is not None and args.classes is not None:
+        raise _Fail("--class needs a class-conditional run (--run), not --diffusers")
+    run_ = load_run(args.run) if args.run is not None else load_diffusers(args.diffusers)
+    solver = args.solver
+    if solver is None:
+        solver = ("pc" if args.run is not None else
+                  SCHEDULER_SOLVERS.get(run_.config.get("_class_name"), "ddim"))
+    options = solver_options(args, solver)
+    out = args.out or os.path.join(args.run or args.diffusers, f"samples_{solver}.png")
     check_picture_path(out)
     if args.save_samples is not None:
         check_writable(args.save_samples, SAMPLE_SUFFIXES, "--save-samples")
@@ -183,19 +225,24 @@ def run(args: argparse.Namespace) -> None:
     if args.guidance is not None and args.classes is None:
         raise _Fail("--guidance needs --class (the label(s) to guide towards)")
 
-    run_ = load_run(args.run)
     if args.classes is not None:
         check_classes(run_, args.classes)
-    data = run_.data("train")
-    shape = (args.num,) + tuple(data.shape)
-    shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    if args.run is not None:
+        data = run_.data("train")
+        kind, item_shape, reference = data.kind, tuple(data.shape), data.x[:args.num]
+    else:
+        options = diffusers_options(run_, solver, options)
+        kind, item_shape, reference = "images", tuple(run_.sample_shape), None
+    shape = (args.num,) + item_shape
+    shown = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v!r}"
+                      for k, v in options.items())
     panels, samples = [], []
     for c in args.classes or [None]:
         guide = {} if c is None else {"cond": c, "guidance": args.guidance or 0.0}
         t0 = time.perf_counter()
         with torch.no_grad():  # one process, or this rank's share under torchrun
             res = sd.distributed.sample(run_.model, run_.sde, shape[1:], n_total=args.num,
-                                        seed=args.seed, solver=args.solver,
+                                        seed=args.seed, solver=solver,
                                         batch_size=args.batch_size, dtype=run_.dtype,
                                         progress=not args.no_progress, **guide, **options)
         seconds = time.perf_counter() - t0
@@ -206,18 +253,18 @@ def run(args: argparse.Namespace) -> None:
             print(f"{world} processes: NFE per process {res.stats['nfe_per_rank']}, samples "
                   f"per process {res.stats['rows_per_rank']}")
         which = "" if c is None else f" of class {c} (guidance {guide['guidance']:g})"
-        print(f"sampled {args.num} {data.kind}{which} of shape {list(data.shape)} with "
-              f"{args.solver}{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
-        panels.append((f"{args.solver} (NFE {res.nfe})" if c is None
+        print(f"sampled {args.num} {kind}{which} of shape {list(item_shape)} with "
+              f"{solver}{f' ({shown})' if shown else ''}: NFE {res.nfe}, {seconds:.1f} s")
+        panels.append((f"{solver} (NFE {res.nfe})" if c is None
                        else f"class {c}, w {guide['guidance']:g} (NFE {res.nfe})", res.x))
         samples.append(res.x)
     if not sd.distributed.is_main():
         return
 
-    if data.kind == "points":
-        path = plot_points(data.x[:args.num], panels, out)
+    if kind == "points":
+        path = plot_points(reference, panels, out)
     else:
-        path = plot_images(data.x[:args.num], panels, out)
+        path = plot_images(reference, panels, out)
     print(f"wrote {path}")
     if args.save_samples is not None:
         x = torch.cat(samples)

@@ -257,7 +257,7 @@ def _load_model(folder: str) -> Any:
     cls = getattr(diffusers, name, None) if isinstance(name, str) else None
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise ValueError(f"{config_path}: _class_name={name!r} is not a diffusers model class")
-    return cls.from_pretrained(folder)
+    return cls.from_pretrained(folder, low_cpu_mem_usage=False)  # no accelerate needed
 
 
 def _model_source(path: str) -> Tuple[str, Optional[str]]:
