@@ -723,8 +723,8 @@ def _peer_lines() -> List[str]:
             "sigma(eps) (compared with x(eps)); `sample_euler_ancestral` for the weak errors. "
             "Called with the default dtype float64 (k-diffusion builds its grids with "
             "`torch.linspace`/`torch.tensor`).")
-    out += ["", "The sigma-space conversion (`SigmaSpace` in benchmarks/accuracy.py, the one "
-            "place it is written): x_t = alpha x0 + std z is x~ = x_t/alpha = x0 + sigma z with "
+    out += ["", "The sigma-space conversion (`SigmaSpace` in benchmarks/accuracy.py, on the "
+            "library's `sd.time_from_sigma` and `sd.to_denoiser`, docs/interop.md): x_t = alpha x0 + std z is x~ = x_t/alpha = x0 + sigma z with "
             "sigma = std/alpha; the VPSDE time of a sigma solves alphabar(t) = alpha^2 = "
             "1/(1 + sigma^2) (closed form for the linear schedule); k-diffusion's denoiser is "
             "D(x~; sigma) = (x_t + std^2 score(x_t, t))/alpha with x_t = alpha x~ (Tweedie's "

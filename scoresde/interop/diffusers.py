@@ -52,8 +52,9 @@ class SchedulerConfig(dict):
         self.where = where
 
     def get_field(self, name: str, default: Any) -> Any:
-        value = self.get(name, default)
-        return default if value is None and name != "trained_betas" else value
+        """The field's value, ``default`` when it is missing or null."""
+        value = self.get(name)
+        return default if value is None else value
 
 
 def _read_json(path: str) -> Dict[str, Any]:

@@ -82,6 +82,9 @@ class Option:
         return check_instance(name, value, bool, "True or False")
 
 
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 def check_timesteps(name: str, value: Any) -> Tuple[int, ...]:
     """``value`` (a sequence, 1-D integer tensor or array) as a tuple of ints, checked to be
     non-empty, >= 0 and strictly decreasing, as diffusers' ``scheduler.timesteps``."""
@@ -151,7 +154,6 @@ RTOL = Option(1e-5, "real", "relative tolerance", sign="positive", allowed=_POSI
 ATOL = Option(1e-5, "real", "absolute tolerance", sign="positive", allowed=_POSITIVE)
 MAX_STEPS = "a positive int"
 SDE_STEPS = _steps(None, " (default: N grid steps of the SDE)")
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 TIMESTEPS = Option(None, "timesteps", "DDPM indices to evaluate the network at, from high "
                    "to low, as diffusers' scheduler.timesteps (a DiscreteVPSDE; replaces "
                    "steps, grid and eps; the last update ends at t = 0)")
