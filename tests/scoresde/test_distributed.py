@@ -165,3 +165,32 @@ def test_loss_rows_are_the_rows_of_the_whole_batch(loss):
     part = fn(score, sde, x0, generator=torch.Generator().manual_seed(1), reduce="none",
               rows=(3, 7))
     assert part.shape == (4,) and torch.equal(part, whole[3:7])
+
+
+def test_cli_train_under_torchrun_equals_one_process(tmp_path):
+    """scoresde train with 2 DDP processes: the one-process run's weights to 1e-10 (float64),
+    its checkpoint written once by rank 0, and resumable by one process."""
+    tiny = ["--data", "moons", "--steps", "10", "--n", "64", "--hidden", "16", "--depth", "1",
+            "--batch-size", "16", "--dtype", "float64", "--no-progress"]
+    # the command's network is initialised in torch's default dtype (then cast): float32
+    # in the torchrun processes, so here too (conftest makes the tests' default float64)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        assert main(["train", "--out", str(tmp_path / "one")] + tiny) == 0
+    finally:
+        torch.set_default_dtype(default)
+    proc = torchrun("-m", "scoresde.cli", "--", "train", "--out", str(tmp_path / "two"), *tiny)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("trained 10 steps") == 1          # rank 0 prints
+
+    def weights(run):
+        ck = sd.load_checkpoint(str(tmp_path / run), use_ema=False)
+        return {k: v for k, v in ck.model.net.state_dict().items()}
+
+    for _ in range(2):
+        one, two = weights("one"), weights("two")
+        assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-10
+        for run in ("one", "two"):  # resumed by one process, 5 more steps
+            assert main(["train", "--out", str(tmp_path / run), "--resume", "--steps", "15",
+                         "--no-progress"]) == 0
