@@ -35,7 +35,8 @@ SAMPLE_CASES = {
     "pc": ("pc", {"steps": 8}),
     "heun_karras_churn": ("heun_karras", {"steps": 9, "s_churn": 5.0}),
     "ode_dopri5": ("ode", {"rtol": 1e-4, "atol": 1e-4}),
-    "sde_adaptive_srk": ("sde_adaptive", {"rtol": 1e-2, "atol": 1e-2}),
+    "sde_adaptive_milstein": ("sde_adaptive", {"method": "milstein", "rtol": 0.1,
+                                               "atol": 0.1}),
 }
 
 
