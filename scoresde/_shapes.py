@@ -24,3 +24,28 @@ def scalar_time(t: Tensor) -> Tensor:
     as a [1] tensor: coefficients alpha(t), beta(t), ... are then computed once instead of
     once per sample (the same values; they broadcast against x through ``batch_view``)."""
     return t[:1] if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
+
+
+# A sampler's grid times carry their marginal coefficients (samplers.grid.Grid.build): a
+# score called at one grid time expanded over the batch reads them instead of recomputing
+# them at every evaluation (the same values: computed by the same function on the grid).
+_COEFFICIENTS = "_scoresde_coefficients"
+
+
+def attach_coefficients(t: Tensor, owner: object, alpha: Tensor, std: Tensor) -> None:
+    """Record (alpha, std) [n] of ``owner`` (an SDE) at the times t [n] on t itself."""
+    setattr(t, _COEFFICIENTS, (owner, alpha, std))
+
+
+def attached_coefficients(t: Tensor, owner: object):
+    """(alpha, std) as [1] tensors when t is one entry of a tensor with attached
+    coefficients of ``owner``, expanded over the batch (``t[i:i+1].expand(batch)``);
+    else None."""
+    base = t._base
+    if base is None or t.dim() != 1 or t.stride(0) != 0:
+        return None
+    table = getattr(base, _COEFFICIENTS, None)
+    if table is None or table[0] is not owner or base.dim() != 1:
+        return None
+    i = (t.storage_offset() - base.storage_offset()) // max(1, base.stride(0))
+    return table[1][i:i + 1], table[2][i:i + 1]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import solvers
 
-from ._shapes import batch_view, scalar_time
+from ._shapes import attached_coefficients, batch_view, scalar_time
 from ._validation import (TimeLike, _describe, check_choice, check_instance, check_real,
                           check_score_and_sde, check_state, first_nonfinite)
 from .sdes import DiscreteVPSDE, SDE
@@ -71,8 +71,8 @@ class ScoreModel(nn.Module):
 
     def network_time(self, t: Tensor) -> Tensor:
         """The [batch] time input the network receives for validated times t."""
-        if self.time_input == "index":
-            return self.sde._index(t)
+        if self.time_input == "index":   # one time expanded over the batch: rounded once
+            return self.sde._index(scalar_time(t)).expand(t.shape)
         if self.time_input == "fractional_index":
             return self.sde._fractional_index(t)
         if self.time_input == "scaled":
@@ -93,7 +93,8 @@ class ScoreModel(nn.Module):
         if out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, "
                              f"got shape {tuple(out.shape)}")
-        alpha, std = self.sde._marginal_coeffs(scalar_time(t))
+        coeffs = attached_coefficients(t, self.sde)   # a sampler's grid time: known
+        alpha, std = coeffs if coeffs is not None else self.sde._marginal_coeffs(scalar_time(t))
         return out, batch_view(alpha, x), batch_view(std, x)
 
     def eps(self, x: Tensor, t: TimeLike, cond: Optional[Tensor] = None) -> Tensor:

@@ -8,12 +8,12 @@ times; :class:`Grid` computes them once, on the state's dtype and device, and a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 from torch import Tensor
 
-from .._shapes import batch_view
-from ..sdes import SDE
+from .._shapes import attach_coefficients, batch_view
+from ..sdes import SDE, VPTypeSDE
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Grid:
         t: the times on the state's dtype and device.
         alpha, std: marginal coefficients, x_t = alpha x_0 + std z.
         lam: lambda = log(alpha/std) (inf at t = 0).
+        log_alpha: log alpha for VP-type SDEs (the DDPM/DDIM updates' log alphabar / 2),
+            else None.
     """
 
     ts: Tensor
@@ -33,12 +35,20 @@ class Grid:
     std: Tensor
     lam: Tensor
 
+    log_alpha: Optional[Tensor] = None
+
     @classmethod
     def build(cls, sde: SDE, ts: Tensor, like: Tensor) -> "Grid":
-        """The grid ``ts`` (float64 [n]) on ``like``'s dtype and device, with coefficients."""
-        t = ts.to(like)
+        """The grid ``ts`` (float64 [n]) on ``like``'s dtype and device, with coefficients.
+
+        The times carry alpha and std (``attach_coefficients``), so a ``ScoreModel`` of the
+        same SDE called at :meth:`time` reads them instead of recomputing them per call."""
+        t = ts.to(like).clone()          # its own tensor: the coefficients are attached to it
         alpha, std = sde._marginal_coeffs(t)
-        return cls(ts=ts, t=t, alpha=alpha, std=std, lam=sde._half_log_snr(t))
+        attach_coefficients(t, sde, alpha, std)
+        log_alpha = sde._log_alpha(t) if isinstance(sde, VPTypeSDE) else None
+        return cls(ts=ts, t=t, alpha=alpha, std=std, lam=sde._half_log_snr(t),
+                   log_alpha=log_alpha)
 
     def __len__(self) -> int:
         return self.t.shape[0]

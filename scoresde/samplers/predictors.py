@@ -50,7 +50,8 @@ def ancestral(sde: SDE, score: ScoreFn, grid: Grid, i: int, x: Tensor) -> Update
     sc = call_score(score, x, grid.time(i, x))
     t, s = grid.t[i:i + 1], grid.t[i + 1:i + 2]
     if isinstance(sde, VPTypeSDE):
-        beta = batch_view(-torch.expm1(2.0 * (sde._log_alpha(t) - sde._log_alpha(s))), x)
+        la = grid.log_alpha        # log alpha at every grid time, computed once per solve
+        beta = batch_view(-torch.expm1(2.0 * (la[i:i + 1] - la[i + 1:i + 2])), x)
         return Update((x + beta * sc) / torch.sqrt(1.0 - beta), torch.sqrt(beta))
     if isinstance(sde, VESDE):
         var_t, var_s = sde.sigma(t) ** 2, sde.sigma(s) ** 2
@@ -78,8 +79,8 @@ def ddim(sde: SDE, score: ScoreFn, grid: Grid, i: int, x: Tensor, eta: float = 0
     """
     if not isinstance(sde, VPTypeSDE):
         raise TypeError(f"DDIM is defined for VP-type SDEs, not {type(sde).__name__}")
-    s = grid.t[i + 1:i + 2] if to is None else to[i:i + 1]
-    log_a_t, log_a_s = sde._log_alpha(grid.t[i:i + 1]), sde._log_alpha(s)
+    log_a_t = grid.log_alpha[i:i + 1]
+    log_a_s = grid.log_alpha[i + 1:i + 2] if to is None else sde._log_alpha(to[i:i + 1])
     abar_t, abar_s = batch_view(torch.exp(2 * log_a_t), x), batch_view(torch.exp(2 * log_a_s), x)
     std_t = torch.sqrt(1.0 - abar_t)
     eps = eps_from_score(call_score(score, x, grid.time(i, x)), std_t)

@@ -133,7 +133,11 @@ class SDE(abc.ABC):
     def log_snr(self, t: TimeLike) -> Tensor:
         """log(alpha^2 / std^2), [batch]: the log signal-to-noise ratio (Kingma et al. 2021);
         log_snr = 2 lambda with lambda = :meth:`half_log_snr`."""
-        alpha, std = self.marginal_coeffs(t)
+        return self._log_snr(self.time(t))
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        """:meth:`log_snr` for a validated [batch] time tensor."""
+        alpha, std = self._marginal_coeffs(t)
         return 2.0 * (torch.log(alpha) - torch.log(std))
 
     def half_log_snr(self, t: TimeLike) -> Tensor:
