@@ -32,7 +32,13 @@ SAMPLERS = (("ode_heun", 40, "20 Heun steps"), ("dpm_solver++", 10, "10 steps"),
             ("euler_maruyama", 100, "100 steps"))
 CHUNK = 16_384                                # sample(batch_size=) for the chunked row
 # --quick leaves out the longest 1e6-point runs (on 2 cores: 100 NFE ~17 min, 40 NFE ~4 min)
-QUICK_SKIP = {("euler_maruyama", 1_000_000), ("ode_heun", 1_000_000)}
+# and the 1e5-point runs of the two samplers whose slope is then not fitted (~80 s; their
+# peak at 1e5 stays under the import high-water mark anyway)
+QUICK_SKIP = {("euler_maruyama", 1_000_000), ("ode_heun", 1_000_000),
+              ("euler_maruyama", 100_000), ("ode_heun", 100_000)}
+QUICK_SKIP_GRAD = {"euler_maruyama"}   # its grad=True row: 10 GB and ~18 s at 1e4 points
+STEPS_NFE = (10, 40)                   # ode_heun at STEPS_POINTS: 5 and 20 Heun steps
+STEPS_POINTS = 100_000
 BEFORE_SIZES = (10_000,)   # grad=True keeps every step's graph: 1e5 points pass 23 GB
 LIKELIHOOD = ((256, 16), (1024, 4))    # (D, batch) for the exact trace
 SLOPE_TARGET = 1.5                     # sampler slope <= 1.5 x one evaluation's slope
@@ -75,7 +81,7 @@ def _child(spec: Dict) -> Dict:
     else:                                # exact-trace likelihood
         x = torch.randn(n, dim, generator=g, device=device) * 0.5
         out = sd.log_likelihood(model, sde, x, rtol=spec["tol"], atol=spec["tol"],
-                                trace="exact")
+                                trace="exact", per_sample=spec.get("per_sample", False))
         nfe = out.nfe
     C.sync(device)
     seconds = time.perf_counter() - start
@@ -118,6 +124,7 @@ def run(cfg: C.Config) -> C.Section:
     dev = str(cfg.device)
     unit = "GPU memory allocated" if cfg.device.type == "cuda" else "peak resident memory"
     rows, targets = [], []
+    scale_runs: Dict[int, Dict] = {}
 
     C.log("[memory] one network evaluation")
     evals = {n: measure({"device": dev, "kind": "eval", "n": n}) for n in SIZES}
@@ -129,6 +136,8 @@ def run(cfg: C.Config) -> C.Section:
         sizes = [n for n in SIZES if not (cfg.quick and (solver, n) in QUICK_SKIP)]
         res = {n: measure({"device": dev, "kind": "sample", "solver": solver, "steps": steps,
                            "n": n}) for n in sizes}
+        if solver == "dpm_solver++":
+            scale_runs = res
         ok = all("error" not in r for r in res.values())
         nfe = next((r["nfe"] for r in res.values() if "nfe" in r), "?")
         # Below ~1e6 points the peak stays under the high-water mark of importing torch,
@@ -142,31 +151,42 @@ def run(cfg: C.Config) -> C.Section:
             targets.append((f"memory: {solver} slope ≤ {SLOPE_TARGET} × one evaluation's",
                             slope <= SLOPE_TARGET * eval_slope,
                             f"{slope:.0f} vs {eval_slope:.0f} B/point"))
-        before = {n: measure({"device": dev, "kind": "sample", "solver": solver,
-                              "steps": steps, "n": n, "grad": True}) for n in BEFORE_SIZES}
+        skip_grad = cfg.quick and solver in QUICK_SKIP_GRAD
+        before = {} if skip_grad else {
+            n: measure({"device": dev, "kind": "sample", "solver": solver, "steps": steps,
+                        "n": n, "grad": True}) for n in BEFORE_SIZES}
         rows.append([f"`{solver}`, grad=True (every call before #17)", str(nfe)]
-                    + [_cell(before[n]) if n in before else "not run" for n in SIZES] + [""])
+                    + [_cell(before[n]) if n in before else
+                       ("not run (--quick)" if skip_grad and n in BEFORE_SIZES else "not run")
+                       for n in SIZES] + [""])
 
     C.log("[memory] chunked")
     chunked = measure({"device": dev, "kind": "sample", "solver": "dpm_solver++", "steps": 10,
-                       "n": 1_000_000, "batch_size": CHUNK})
+                       "n": SIZES[-1], "batch_size": CHUNK})
     rows.append([f"`dpm_solver++`, 10 steps, batch_size={CHUNK} (NFE summed over the chunks)",
                  str(chunked.get("nfe", "?"))]
                 + ["", "", _cell(chunked), ""])
+    one_call = scale_runs.get(SIZES[-1], {"error": "not run"})
+    scale_ok = "error" not in one_call and "error" not in chunked
+    targets.append(("scale: `sample` of 1e6 2-D points in one call (dpm_solver++, 10 steps)",
+                    scale_ok, (f"{one_call['seconds']:.0f} s, {one_call['mb']:.0f} MiB peak; "
+                               f"batch_size={CHUNK}: {chunked['seconds']:.0f} s, "
+                               f"{chunked['mb']:.0f} MiB") if scale_ok else
+                    one_call.get("error", chunked.get("error", "error"))))
 
     C.log("[memory] steps")
-    few = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": 20,
-                   "n": 100_000})
-    many = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": 80,
-                    "n": 100_000})
+    few = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": STEPS_NFE[0],
+                   "n": STEPS_POINTS})
+    many = measure({"device": dev, "kind": "sample", "solver": "ode_heun",
+                    "steps": STEPS_NFE[1], "n": STEPS_POINTS})
     # Four times the steps may add at most one evaluation's activations to the peak (the
     # allocator's high-water mark moves a little with time); a kept graph would add
-    # 60 more evaluations' worth.
-    one_eval_mb = eval_slope * 100_000 / 2 ** 20
+    # 30 more evaluations' worth.
+    one_eval_mb = eval_slope * STEPS_POINTS / 2 ** 20
     steps_ok = "error" not in few and "error" not in many and \
         many["mb"] - few["mb"] <= one_eval_mb
-    targets.append(("memory: ode_heun peak at 40 Heun steps - at 10 ≤ one evaluation's "
-                    "activations (1e5 points)",
+    targets.append((f"memory: ode_heun peak at {STEPS_NFE[1] // 2} Heun steps - at "
+                    f"{STEPS_NFE[0] // 2} ≤ one evaluation's activations (1e5 points)",
                     steps_ok, f"{many['mb'] - few['mb']:.0f} vs {one_eval_mb:.0f} MiB"
                     if steps_ok or "mb" in many and "mb" in few else "error"))
 
@@ -175,8 +195,11 @@ def run(cfg: C.Config) -> C.Section:
     for dim, batch in LIKELIHOOD:
         r = {tol: measure({"device": dev, "kind": "likelihood", "dim": dim, "n": batch,
                            "tol": tol}) for tol in (1e-3, 1e-5)}
+        per = measure({"device": dev, "kind": "likelihood", "dim": dim, "n": batch,
+                       "tol": 1e-5, "per_sample": True})
         ll_rows.append([str(dim), str(batch)] + [
-            f"{_cell(r[t])}, NFE {r[t].get('nfe', '?')}" for t in (1e-3, 1e-5)])
+            f"{_cell(r[t])}, NFE {r[t].get('nfe', '?')}" for t in (1e-3, 1e-5)]
+            + [f"{_cell(per)}, NFE {per.get('nfe', '?')}"])
         if all("error" not in v for v in r.values()):
             targets.append((f"memory: exact likelihood D={dim} peak at rtol 1e-5 ≤ "
                             f"{STEPS_TARGET} × at 1e-3", r[1e-5]["mb"] <= STEPS_TARGET
@@ -199,12 +222,16 @@ def run(cfg: C.Config) -> C.Section:
           "evaluation (on CPU most of the one-batch time is page faults).", "",
           C.md_table(["run", "NFE"] + [f"{n:.0e} points" for n in SIZES] + ["B/point"],
                      rows, "lrrrrr"), "",
-          f"Steps: `ode_heun` at 1e5 points, 10 Heun steps: {_cell(few)}; 40 Heun steps: "
-          f"{_cell(many)}.", "",
+          f"Steps: `ode_heun` at 1e5 points, {STEPS_NFE[0] // 2} Heun steps: {_cell(few)}; "
+          f"{STEPS_NFE[1] // 2} Heun steps: {_cell(many)}.", "",
           "Exact-trace log-likelihood (`trace='exact'`, dopri5) of an MLP on D dimensions: "
           "a tighter tolerance makes more evaluations but holds one evaluation's graph at a "
-          "time, so the peak does not grow.", "",
-          C.md_table(["D", "batch", "rtol = atol = 1e-3", "1e-5"], ll_rows, "rrrr")]
+          "time, so the peak does not grow. The exact trace is chunked (`chunk_size`: at "
+          "most 2^20 cotangent entries per vmapped backward pass), so D = 1024 stays at the "
+          "same peak; the last column is the same solve with per-sample error control "
+          "(`per_sample=True`).", "",
+          C.md_table(["D", "batch", "rtol = atol = 1e-3", "1e-5", "1e-5, per_sample=True"],
+                     ll_rows, "rrrrr")]
     return {"markdown": "\n".join(md), "targets": targets}
 
 

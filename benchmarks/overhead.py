@@ -201,8 +201,32 @@ def loop_cost(shape: Tuple[int, ...], steps: int, repeats: int, device) -> Dict[
     return out
 
 
-PROFILED = ("heun_karras", "ddpm")
+PROFILED = (("heun_karras", 49), ("ddpm", 50))     # (solver, steps = NFE) of the profiles
 PROFILE_TOP = 8
+#: profile_loop's output before the per-solve coefficients (issue 12, item 3), recorded at
+#: commit d369211 on the shared 2-core machine under load (microseconds are inflated by the
+#: load and the profiler; the call counts per run are exact): total us/NFE, then
+#: (function, calls per run, us/NFE of own time).
+PROFILE_BEFORE = {
+    "heun_karras": (1552, [
+        ("scoresde/sdes/vp.py:31(_log_alpha)", 257, 213.9),
+        ("<method 'any' of 'torch._C.TensorBase' objects>", 613, 186.8),
+        ("<method 'clamp' of 'torch._C.TensorBase' objects>", 461, 144.0),
+        ("scoresde/sdes/base.py:239(_marginal_coeffs)", 257, 114.4),
+        ("scoresde/sdes/base.py:34(check_time)", 204, 92.3),
+        ("scoresde/samplers/karras.py:53(step)", 24, 90.3),
+        ("<built-in method torch._C._linalg.linalg_vector_norm>", 24, 78.1),
+        ("<built-in method torch.where>", 402, 50.2)]),
+    "ddpm": (1669, [
+        ("scoresde/sdes/discrete.py:160(_hermite)", 152, 708.4),
+        ("solvers/loop.py:49(integrate)", 1, 119.7),
+        ("<built-in method torch.randn>", 50, 115.6),
+        ("scoresde/samplers/predictors.py:40(ancestral)", 50, 115.5),
+        ("<built-in method torch._C._linalg.linalg_vector_norm>", 50, 92.0),
+        ("scoresde/sdes/discrete.py:142(_index)", 50, 73.7),
+        ("<method 'clamp' of 'torch._C.TensorBase' objects>", 254, 69.5),
+        ("scoresde/sdes/discrete.py:174(_log_alpha)", 152, 57.2)]),
+}
 
 
 def profile_loop(solver: str, steps: int, repeats: int, device,
@@ -285,6 +309,34 @@ def run(cfg: C.Config) -> C.Section:
            C.md_table(["loop", "source", "µs / NFE, 4096 x 2", "µs / NFE, 64 x 1 x 8 x 8"],
                       [[n, src[n], f"{costs['mlp'][n]:.0f}", f"{costs['unet'][n]:.0f}"]
                        for n in names], "llrr"), ""]
+    C.log("[overhead] profiles")
+    md += ["### Profile before/after", "",
+           "`benchmarks/overhead.py:profile_loop`: cProfile of `sample()` driving the null "
+           "network (4096 x 2) for the two loops that missed the target most, "
+           f"{repeats} runs after a warm-up; the {PROFILE_TOP} functions with the most own "
+           "time, with their calls per run and microseconds of own time per NFE (the "
+           "profiler adds its own cost per Python call, so the totals are above the "
+           "table's). 'Before' is the same function's output recorded at commit d369211, "
+           "before the per-solve coefficients (on the shared machine under load: compare "
+           "the call counts, which are exact, more than the microseconds): the DDPM loop "
+           "evaluated the DiscreteVPSDE schedule's Hermite interpolant three times per step "
+           "(the ancestral update's beta at both ends, the score's std) and `heun_karras` "
+           "spent most of a short run building its Karras grid (a 100-iteration bisection "
+           "through the checked `marginal_coeffs`, a host sync per iteration). Now the "
+           "grid's alpha, std and log alpha are computed once per solve and read by the "
+           "updates and by a `ScoreModel` of the same SDE, and the bisection stops at its "
+           "fixed point without checks (the same bits).", ""]
+    for solver, steps in PROFILED:
+        total, rows = profile_loop(solver, steps, repeats, cfg.device)
+        b_total, b_rows = PROFILE_BEFORE[solver]
+        table = [[f"`{b[0]}`" if b else "", b[1] if b else "", f"{b[2]:.0f}" if b else "",
+                  f"`{a[0]}`" if a else "", a[1] if a else "", f"{a[2]:.0f}" if a else ""]
+                 for b, a in zip(b_rows + [None] * (len(rows) - len(b_rows)),
+                                 rows + [None] * (len(b_rows) - len(rows)))]
+        md += [f"**{solver}**, {steps} NFE: profiled total {b_total:.0f} µs/NFE before, "
+               f"{total:.0f} µs/NFE now.", "",
+               C.md_table(["before: function", "calls/run", "µs/NFE", "now: function",
+                           "calls/run", "µs/NFE"], table, "lrrlrr"), ""]
     plt = C.pyplot()
     fig, axes = plt.subplots(1, len(plot), figsize=(6.5 * len(plot), 4.5),
                              constrained_layout=True)
