@@ -250,8 +250,10 @@ def heun_karras(ctx: Context, x: Tensor) -> solvers.Solution:
     sig = noise_ratio(sde, ts)[:-1]
     gam = karras.churn_gammas(sig, o["s_churn"], o["s_tmin"], o["s_tmax"])
     sig_max = noise_ratio(sde, ts[:1])
-    t_hat = torch.where(gam > 0, time_from_noise_ratio(sde, torch.minimum(
-        sig * (1.0 + gam), sig_max)), ts[:-1])
+    # without churn (the default, S_churn = 0) t_hat = t: no second bisection
+    t_hat = ts[:-1] if not bool((gam > 0).any()) else torch.where(
+        gam > 0, time_from_noise_ratio(sde, torch.minimum(sig * (1.0 + gam), sig_max)),
+        ts[:-1])
     grid, churned = Grid.build(sde, ts, x), Grid.build(sde, t_hat, x)
     churn = (churned.t > grid.t[:-1]).tolist()  # in the state's dtype, as the step compares
     step = karras.heun_step(sde, ctx.score, grid, churned, churn, o["s_noise"])
