@@ -218,9 +218,11 @@ def _ours(label: str, solver: str, opts: dict, per_step: int, offset: int, targe
 
 OURS_DET = [
     _ours("DDIM", "ddim", {}, 1, 0, "x0"),
-    _ours("DPM-Solver-1", "dpm_solver", {"order": 1}, 1, 0, "x_eps"),
-    _ours("DPM-Solver-2 (singlestep)", "dpm_solver", {"order": 2}, 2, 0, "x_eps"),
-    _ours("DPM-Solver-3 (singlestep)", "dpm_solver", {"order": 3}, 3, 0, "x_eps"),
+    _ours("DPM-Solver-1", "dpm_solver", {"order": 1, "method": "singlestep"}, 1, 0, "x_eps"),
+    _ours("DPM-Solver-2 (singlestep)", "dpm_solver", {"order": 2, "method": "singlestep"}, 2,
+          0, "x_eps"),
+    _ours("DPM-Solver-3 (singlestep)", "dpm_solver", {"order": 3, "method": "singlestep"}, 3,
+          0, "x_eps"),
     _ours("DPM-Solver-2 (multistep)", "dpm_solver", {"order": 2, "method": "multistep"}, 1, 0,
           "x_eps"),
     _ours("DPM-Solver-3 (multistep)", "dpm_solver", {"order": 3, "method": "multistep"}, 1, 0,

@@ -98,11 +98,11 @@ FIXED_STEP = tuple(name for name, spec in sd.samplers.SOLVERS.items() if not spe
 
 def _evaluations(name: str, grid_steps: int) -> int:
     """``steps`` (network evaluations) for ``grid_steps`` steps of a fixed-step sampler:
-    its tableau's stages, a predictor and a corrector move for pc, order 3 singlestep
-    DPM-Solver, 2 per noise level but the last for heun_karras."""
+    its tableau's stages, a predictor and a corrector move for pc, 2 per noise level but the
+    last for heun_karras, one for the others."""
     if name.startswith("ode_"):
         return grid_steps * solvers.FIXED_ODE_METHODS[name[4:]].stages
-    per_step = {"pc": 2, "dpm_solver": 3}.get(name, 1)
+    per_step = {"pc": 2}.get(name, 1)
     return 2 * grid_steps - 1 if name == "heun_karras" else grid_steps * per_step
 
 
@@ -120,7 +120,7 @@ PATHS: Dict[str, Callable[[Callable], Tensor]] = {
 #: the solver name each path's errors must carry (prefix of the message)
 SOLVER_NAMES: Dict[str, str] = {
     **{f"sample {name}": f"sample(solver='{name}')" for name in FIXED_STEP},
-    "sample dpm_solver": "sample(solver='dpm_solver', method='singlestep')",
+    "sample dpm_solver": "sample(solver='dpm_solver', method='multistep')",
     "sample dpm_solver++": "sample(solver='dpm_solver++', method='multistep')",
     **{f"sample ode {m}": f"sample(solver='ode', method='{m}')"
        for m in ("dopri5", "bosh3", "RK45", "Radau", "BDF", "LSODA")},

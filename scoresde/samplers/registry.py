@@ -253,7 +253,11 @@ SOLVERS: Dict[str, SolverSpec] = {
                          extra={"grid": Option("logsnr", "choice", GRID.help, choices=GRIDS),
                                 "order": Option(3, "int", "order", minimum=1, maximum=3,
                                                allowed="1, 2 or 3"),
-                                "method": Option("singlestep", "choice", "singlestep or "
+                                # multistep: 3M beats singlestep-3 (DPM-Solver-fast) at
+                                # 10 and 20 NFE on both problems of benchmarks/accuracy.py
+                                # (docs/sampling.md, "Few-step solvers"); order 3 for
+                                # unconditional sampling as Lu et al. and diffusers advise
+                                "method": Option("multistep", "choice", "singlestep or "
                                                  "multistep", choices=("singlestep",
                                                                        "multistep")),
                                 "lower_order_final": Option(True, "bool", "lower orders in "

@@ -52,9 +52,9 @@ def _slope(solver, steps_list, **kw):
 
 
 @pytest.mark.parametrize("solver,kw,order", [
-    ("dpm_solver", dict(order=1), 1),
-    ("dpm_solver", dict(order=2), 2),
-    ("dpm_solver", dict(order=3), 3),
+    ("dpm_solver", dict(order=1, method="singlestep"), 1),
+    ("dpm_solver", dict(order=2, method="singlestep"), 2),
+    ("dpm_solver", dict(order=3, method="singlestep"), 3),
     ("dpm_solver", dict(order=2, method="multistep", lower_order_final=False), 2),
     ("dpm_solver++", dict(order=2, lower_order_final=False), 2),
     ("heun_karras", dict(), 2),
@@ -64,7 +64,7 @@ def test_declared_order_on_gaussian_oracle(solver, kw, order):
     # steps counts network evaluations: order per singlestep step, 2n - 1 for n noise levels
     if solver == "heun_karras":
         steps = [2 * n - 1 for n in grid_steps]
-    elif kw.get("method", "singlestep") == "singlestep" and solver == "dpm_solver":
+    elif kw.get("method") == "singlestep" and solver == "dpm_solver":
         steps = [kw["order"] * n for n in grid_steps]
     else:
         steps = grid_steps

@@ -16,7 +16,8 @@ network evaluations for every fixed-step sampler: the pc, ode_heun, ode_rk4, sin
 dpm_solver and heun_karras cases were recorded with grid steps and now pass the same
 runs' evaluation counts. The dpm_solver++ cases were recorded on its old default grid,
 logsnr, and pass it explicitly since the default became quadratic, issue 12; the unipc
-cases were added then, the others' recorded bits unchanged.)
+cases were added then, the others' recorded bits unchanged. The singlestep dpm_solver cases
+pass method="singlestep" since the default became multistep.)
 """
 from __future__ import annotations
 
@@ -65,9 +66,12 @@ CASES = {
     "ddim_vp": ("vp", "gmm", "ddim", {"steps": 8}),
     "ddim_vp_eta1": ("vp", "gmm", "ddim", {"steps": 8, "eta": 1.0}),
     "ddim_discrete": ("ddpm20", "gmm", "ddim", {"steps": 5}),
-    "dpm_solver_1": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 1}),
-    "dpm_solver_2s": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 2}),
-    "dpm_solver_3s": ("vp", "gmm", "dpm_solver", {"steps": 9, "order": 3}),
+    "dpm_solver_1": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 1,
+                                                  "method": "singlestep"}),
+    "dpm_solver_2s": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 2,
+                                                   "method": "singlestep"}),
+    "dpm_solver_3s": ("vp", "gmm", "dpm_solver", {"steps": 9, "order": 3,
+                                                   "method": "singlestep"}),
     "dpm_solver_2m": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 2,
                                                   "method": "multistep"}),
     "dpm_solver_3m": ("vp", "gmm", "dpm_solver", {"steps": 8, "order": 3,
