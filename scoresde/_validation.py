@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+import solvers
 from solvers.validation import (_describe, _got, as_real_tensor, check_callable, check_choice,
                                 check_finite, check_floating_dtype, check_instance, check_int,
                                 check_real, check_shape, check_state, first_nonfinite,
@@ -25,7 +26,7 @@ __all__ = [
     "TimeLike", "_describe", "_got", "as_real_tensor", "check_callable", "check_choice", "check_finite",
     "check_floating_dtype", "check_instance", "check_int", "check_real", "check_shape",
     "check_state", "first_nonfinite", "is_real_number", "same_device",
-    "check_score_and_sde", "first_float_parameter", "check_matches_network",
+    "check_score_and_sde", "first_float_parameter", "check_matches_network", "seeded_noise",
 ]
 
 
@@ -54,3 +55,23 @@ def check_matches_network(name: str, x: Tensor, score: object) -> None:
         raise ValueError(f"{name} is {x.dtype} on {x.device} but the score network's "
                          f"parameters are {param.dtype} on {param.device}; make them match "
                          f"(e.g. {name}.to({param.dtype}) or model.to({x.dtype}))")
+
+
+def seeded_noise(seed: Optional[int], sample_offset: object, generator: object, what: str,
+                 stream: int) -> "Optional[solvers.SeededNoise]":
+    """The per-sample noise source of a ``seed=`` run (None without a seed), after the checks
+    shared by every entry point that takes ``seed``/``sample_offset``/``generator``:
+    one source of randomness, and ``sample_offset`` only with a seed. ``what`` names what
+    the seed draws (e.g. "noise", "probes")."""
+    if generator is not None:
+        check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
+    if seed is None:
+        if sample_offset != 0:
+            raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
+                             f"samples of a seeded run)")
+        return None
+    if generator is not None:
+        raise ValueError(f"seed and generator are two sources of randomness; pass one: "
+                         f"seed=int for per-sample {what}, or generator=torch.Generator")
+    return solvers.SeededNoise(seed, check_int("sample_offset", sample_offset, minimum=0),
+                               stream)

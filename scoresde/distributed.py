@@ -118,6 +118,16 @@ def shards(n_total: int, world: int, batch_size: Optional[int] = None
             for a, b in zip(bounds, bounds[1:])]
 
 
+def _my_rows(n_total: int, batch_size: Optional[int]
+             ) -> Tuple[Optional[int], int, int, List[int]]:
+    """(checked batch_size, this rank's first and stop index, every rank's row count)."""
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+    runs = shards(n_total, world_size(), batch_size)
+    first, stop = runs[rank()]
+    return batch_size, first, stop, [b - a for a, b in runs]
+
+
 def raise_if_any_failed(error: Optional[BaseException]) -> None:
     """Share every rank's status after local work (one all_gather_object, which every rank
     reaches, failed or not); raise on every rank if any failed: the failing rank its own
@@ -193,12 +203,8 @@ def sample(score: ScoreFn, sde: SDE, shape_per_item: Sequence[int], *, n_total: 
         raise TypeError(f"shape_per_item must be a sequence of sizes [*dims] of one sample, "
                         f"got {shape_per_item!r}")
     shape = check_shape("shape_per_item", (1, *shape_per_item))[1:]
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size, first, stop, counts = _my_rows(n_total, batch_size)
     world, me = world_size(), rank()
-    runs = shards(n_total, world, batch_size)
-    first, stop = runs[me]
-    counts = [b - a for a, b in runs]
     local, error = None, None
     try:
         if stop > first:
@@ -248,13 +254,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, seed: Optional[int] =
     if not isinstance(x, Tensor) or x.dim() < 2:
         raise TypeError(f"x must be a tensor [N, *dims], got {type(x).__name__}"
                         + (f" of shape {tuple(x.shape)}" if isinstance(x, Tensor) else ""))
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-    n_total = x.shape[0]
+    batch_size, first, stop, counts = _my_rows(x.shape[0], batch_size)
     world, me = world_size(), rank()
-    runs = shards(n_total, world, batch_size)
-    first, stop = runs[me]
-    counts = [b - a for a, b in runs]
     res, error = None, None
     try:
         if stop > first:

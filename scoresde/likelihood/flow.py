@@ -22,7 +22,8 @@ from torch import Tensor
 import solvers
 
 from .._validation import (check_choice, check_finite, check_instance, check_int,
-                           check_matches_network, check_real, check_score_and_sde, check_state)
+                           check_matches_network, check_real, check_score_and_sde, check_state,
+                           seeded_noise)
 from .._stats import standard_error
 from ..dynamics import probability_flow
 from ..score import ScoreFn
@@ -151,18 +152,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
     n_probes = check_int("n_probes", n_probes, minimum=1)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    if generator is not None:
-        check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
-    seeded = None
-    if seed is not None:
-        if generator is not None:
-            raise ValueError("seed and generator are two sources of randomness; pass one: "
-                             "seed=int for per-sample probes, or generator=torch.Generator")
-        seeded = solvers.SeededNoise(seed, check_int("sample_offset", sample_offset,
-                                                     minimum=0), solvers.noise.PROBES)
-    elif sample_offset != 0:
-        raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
-                         f"samples of a seeded run)")
+    seeded = seeded_noise(seed, sample_offset, generator, "probes", solvers.noise.PROBES)
     check_instance("per_sample", per_sample, bool, "True or False")
     if per_sample and method != "dopri5":
         raise ValueError(f"per_sample=True runs the per-sample Dormand-Prince 5(4) solver, so "

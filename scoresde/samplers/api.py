@@ -20,9 +20,8 @@ import solvers
 from .._shapes import batch_view
 from ..guidance import GuidedScore, check_cond, check_guidance_args
 from .._validation import (check_callable, check_choice, check_finite, check_floating_dtype,
-                           check_instance, check_int, check_matches_network,
-                           check_score_and_sde, check_shape, check_state,
-                           first_float_parameter, same_device)
+                           check_int, check_matches_network, check_score_and_sde, check_shape,
+                           check_state, first_float_parameter, same_device, seeded_noise)
 from ..score import ScoreFn, call_score, unchecked, x0_from_score
 from ..sdes import SDE
 from .registry import SOLVERS, list_solvers
@@ -168,18 +167,8 @@ def sample(score: ScoreFn, sde: SDE, shape: Sequence[int], solver: str = "pc", *
         cond = check_cond(cond, shape[0])
     if dtype is not None:
         check_floating_dtype("dtype", dtype)
-    seeded = None
-    if seed is not None:
-        if generator is not None:
-            raise ValueError("seed and generator are two sources of randomness; pass one: "
-                             "seed=int for per-sample noise, or generator=torch.Generator")
-        seeded = solvers.SeededNoise(seed, check_int("sample_offset", sample_offset,
-                                                     minimum=0))
-    elif sample_offset != 0:
-        raise ValueError(f"sample_offset={sample_offset!r} needs seed= (it numbers the "
-                         f"samples of a seeded run)")
+    seeded = seeded_noise(seed, sample_offset, generator, "noise", solvers.noise.STEPS)
     if generator is not None:
-        check_instance("generator", generator, torch.Generator, "a torch.Generator or None")
         where = device if device is not None else x_T.device if isinstance(x_T, Tensor) else None
         if where is not None and not same_device(generator.device, torch.device(where)):
             raise ValueError(f"generator is on {generator.device} but the samples are on "
