@@ -34,13 +34,17 @@ CHUNK = 16_384                                # sample(batch_size=) for the chun
 # --quick leaves out the longest 1e6-point runs (on 2 cores: 100 NFE ~17 min, 40 NFE ~4 min)
 # and the 1e5-point runs of the two samplers whose slope is then not fitted (~80 s; their
 # peak at 1e5 stays under the import high-water mark anyway)
+# (likewise dpm_solver++ at 1e5, ~19 s: its slope is fitted from 1e4 and 1e6 alone)
 QUICK_SKIP = {("euler_maruyama", 1_000_000), ("ode_heun", 1_000_000),
-              ("euler_maruyama", 100_000), ("ode_heun", 100_000)}
+              ("euler_maruyama", 100_000), ("ode_heun", 100_000), ("dpm_solver++", 100_000)}
 QUICK_SKIP_GRAD = {"euler_maruyama"}   # its grad=True row: 10 GB and ~18 s at 1e4 points
 STEPS_NFE = (10, 40)                   # ode_heun at STEPS_POINTS: 5 and 20 Heun steps
+STEPS_NFE_QUICK = (4, 16)              # --quick: 2 and 8 Heun steps (~50 s less)
 STEPS_POINTS = 100_000
 BEFORE_SIZES = (10_000,)   # grad=True keeps every step's graph: 1e5 points pass 23 GB
 LIKELIHOOD = ((256, 16), (1024, 4))    # (D, batch) for the exact trace
+# --quick: only D = 1024 (the issue's size), without the per_sample column (~60 s less)
+LIKELIHOOD_QUICK = ((1024, 4),)
 SLOPE_TARGET = 1.5                     # sampler slope <= 1.5 x one evaluation's slope
 STEPS_TARGET = 1.15                    # likelihood: peak at rtol 1e-5 <= 1.15 x at 1e-3
 
@@ -175,31 +179,32 @@ def run(cfg: C.Config) -> C.Section:
                     one_call.get("error", chunked.get("error", "error"))))
 
     C.log("[memory] steps")
-    few = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": STEPS_NFE[0],
+    steps_nfe = STEPS_NFE_QUICK if cfg.quick else STEPS_NFE
+    few = measure({"device": dev, "kind": "sample", "solver": "ode_heun", "steps": steps_nfe[0],
                    "n": STEPS_POINTS})
     many = measure({"device": dev, "kind": "sample", "solver": "ode_heun",
-                    "steps": STEPS_NFE[1], "n": STEPS_POINTS})
+                    "steps": steps_nfe[1], "n": STEPS_POINTS})
     # Four times the steps may add at most one evaluation's activations to the peak (the
     # allocator's high-water mark moves a little with time); a kept graph would add
     # 30 more evaluations' worth.
     one_eval_mb = eval_slope * STEPS_POINTS / 2 ** 20
     steps_ok = "error" not in few and "error" not in many and \
         many["mb"] - few["mb"] <= one_eval_mb
-    targets.append((f"memory: ode_heun peak at {STEPS_NFE[1] // 2} Heun steps - at "
-                    f"{STEPS_NFE[0] // 2} ≤ one evaluation's activations (1e5 points)",
+    targets.append((f"memory: ode_heun peak at {steps_nfe[1] // 2} Heun steps - at "
+                    f"{steps_nfe[0] // 2} ≤ one evaluation's activations (1e5 points)",
                     steps_ok, f"{many['mb'] - few['mb']:.0f} vs {one_eval_mb:.0f} MiB"
                     if steps_ok or "mb" in many and "mb" in few else "error"))
 
     C.log("[memory] likelihood")
     ll_rows = []
-    for dim, batch in LIKELIHOOD:
+    for dim, batch in (LIKELIHOOD_QUICK if cfg.quick else LIKELIHOOD):
         r = {tol: measure({"device": dev, "kind": "likelihood", "dim": dim, "n": batch,
                            "tol": tol}) for tol in (1e-3, 1e-5)}
-        per = measure({"device": dev, "kind": "likelihood", "dim": dim, "n": batch,
-                       "tol": 1e-5, "per_sample": True})
+        per = None if cfg.quick else measure({"device": dev, "kind": "likelihood", "dim": dim,
+                                              "n": batch, "tol": 1e-5, "per_sample": True})
         ll_rows.append([str(dim), str(batch)] + [
             f"{_cell(r[t])}, NFE {r[t].get('nfe', '?')}" for t in (1e-3, 1e-5)]
-            + [f"{_cell(per)}, NFE {per.get('nfe', '?')}"])
+            + ["not run (--quick)" if per is None else f"{_cell(per)}, NFE {per.get('nfe', '?')}"])
         if all("error" not in v for v in r.values()):
             targets.append((f"memory: exact likelihood D={dim} peak at rtol 1e-5 ≤ "
                             f"{STEPS_TARGET} × at 1e-3", r[1e-5]["mb"] <= STEPS_TARGET
@@ -222,8 +227,8 @@ def run(cfg: C.Config) -> C.Section:
           "evaluation (on CPU most of the one-batch time is page faults).", "",
           C.md_table(["run", "NFE"] + [f"{n:.0e} points" for n in SIZES] + ["B/point"],
                      rows, "lrrrrr"), "",
-          f"Steps: `ode_heun` at 1e5 points, {STEPS_NFE[0] // 2} Heun steps: {_cell(few)}; "
-          f"{STEPS_NFE[1] // 2} Heun steps: {_cell(many)}.", "",
+          f"Steps: `ode_heun` at 1e5 points, {steps_nfe[0] // 2} Heun steps: {_cell(few)}; "
+          f"{steps_nfe[1] // 2} Heun steps: {_cell(many)}.", "",
           "Exact-trace log-likelihood (`trace='exact'`, dopri5) of an MLP on D dimensions: "
           "a tighter tolerance makes more evaluations but holds one evaluation's graph at a "
           "time, so the peak does not grow. The exact trace is chunked (`chunk_size`: at "
