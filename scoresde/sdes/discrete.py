@@ -67,15 +67,7 @@ class DiscreteVPSDE(VPTypeSDE):
     """
 
     def __init__(self, betas: Union[Tensor, list, tuple]):
-        betas = as_real_tensor("betas", betas, torch.float64, "cpu")
-        if betas.dim() != 1 or betas.numel() < 1:
-            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape "
-                             f"{tuple(betas.shape)}")
-        bad = ~((betas > 0) & (betas < 1))
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"betas must lie in the open interval (0, 1); betas[{i}] = "
-                             f"{betas[i].item()}")
+        betas = _open_unit_table("betas", betas)
         super().__init__(betas.numel())
         self.betas = betas
         self._alphas_cumprod = torch.cumprod(1.0 - betas, 0)
@@ -171,20 +163,27 @@ class DiscreteVPSDE(VPTypeSDE):
         return (-self.N * self._hermite(t, derivative=True)).clamp(min=0.0)
 
 
+def _open_unit_table(name: str, values: Union[Tensor, list, tuple]) -> Tensor:
+    """``values`` as a non-empty 1-D float64 CPU tensor with every entry in (0, 1), else a
+    ValueError naming ``name``, the first bad index and its value (betas, alphas_cumprod)."""
+    table = as_real_tensor(name, values, torch.float64, "cpu")
+    if table.dim() != 1 or table.numel() < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape "
+                         f"{tuple(table.shape)}")
+    bad = ~((table > 0) & (table < 1))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} must lie in the open interval (0, 1); {name}[{i}] = "
+                         f"{table[i].item()}")
+    return table
+
+
 # -- the alphas_cumprod table (diffusers' ``scheduler.alphas_cumprod``) -----------------------
 def betas_from_alphas_cumprod(table: Union[Tensor, list, tuple]) -> Tensor:
     """The betas of a table alphabar_0 > ... > alphabar_{N-1} in (0, 1), float64 [N]:
     beta_0 = 1 - alphabar_0, beta_i = 1 - alphabar_i/alphabar_{i-1} (Ho et al. 2020, Sec. 2:
     alphabar_i = prod_{j<=i} (1 - beta_j))."""
-    table = as_real_tensor("alphas_cumprod", table, torch.float64, "cpu")
-    if table.dim() != 1 or table.numel() < 1:
-        raise ValueError(f"alphas_cumprod must be a non-empty 1-D tensor, got shape "
-                         f"{tuple(table.shape)}")
-    bad = ~((table > 0) & (table < 1))
-    if bad.any():
-        i = int(bad.nonzero()[0])
-        raise ValueError(f"alphas_cumprod must lie in the open interval (0, 1); "
-                         f"alphas_cumprod[{i}] = {table[i].item()}")
+    table = _open_unit_table("alphas_cumprod", table)
     if (table[1:] >= table[:-1]).any():
         i = int((table[1:] >= table[:-1]).nonzero()[0]) + 1
         raise ValueError(f"alphas_cumprod must be strictly decreasing; alphas_cumprod[{i}] = "
