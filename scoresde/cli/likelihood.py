@@ -5,8 +5,9 @@
 
 With --diffusers (a pipeline or model directory saved by diffusers' save_pretrained,
 docs/interop.md) --data names a .npy or .pt file of images in [-1, 1] ([n, C, H, W]), and
-the trace defaults to hutchinson (diffusers' UNets do not run under torch.func's vmap,
-which the exact trace uses).
+the trace defaults to hutchinson: the exact trace of an image takes D = C x H x W
+backward passes per evaluation, and diffusers' UNets cannot batch them (one pass per
+basis vector).
 
 Points go through ``scoresde.log_likelihood`` (the probability-flow ODE); images through
 ``scoresde.bits_per_dim`` (uniformly dequantized 8-bit values, the variational bound).
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     if args.run is not None:
         run_ = load_run(args.run)
         data = run_.data(args.split, args.n)
-    else:  # a diffusers UNet is not torch.func-compatible (vmap): Hutchinson by default
+    else:  # images: the exact trace would be D backward passes per NFE, Hutchinson by default
         kwargs.setdefault("trace", "hutchinson")
         settings["trace"] = kwargs["trace"]
         run_ = load_diffusers(args.diffusers)

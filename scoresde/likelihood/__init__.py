@@ -7,13 +7,13 @@
 See docs/likelihood.md for the mathematics and the options.
 """
 from .bpd import DATA_RANGES, BitsPerDimResult, bits_per_dim, dequantize
-from .divergence import (PROBES, NotFunctorchCompatibleError, default_chunk_size, draw_probes,
-                         exact_divergence, hutchinson_divergence)
+from .divergence import (PROBES, default_chunk_size, draw_probes, exact_divergence,
+                         hutchinson_divergence)
 from .flow import TRACES, LikelihoodResult, decode, encode, log_likelihood
 
 __all__ = [
     "log_likelihood", "LikelihoodResult", "encode", "decode", "bits_per_dim",
     "BitsPerDimResult", "dequantize", "exact_divergence", "hutchinson_divergence",
-    "draw_probes", "default_chunk_size", "NotFunctorchCompatibleError", "TRACES", "PROBES",
+    "draw_probes", "default_chunk_size", "TRACES", "PROBES",
     "DATA_RANGES",
 ]

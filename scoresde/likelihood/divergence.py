@@ -64,49 +64,82 @@ def draw_probes(kind: str, n_probes: int, like: Tensor,
                      f"{', '.join(repr(p) for p in PROBES)}")
 
 
-class NotFunctorchCompatibleError(TypeError):
-    """The score cannot be traced by torch.func, so the exact trace cannot be computed."""
+def _forward_with_graph(field: Field, t: Tensor, x: Tensor, trace: str) -> Tuple[Tensor, Tensor]:
+    """(x as a leaf requiring grad, field(t, x) with its autograd graph); call under
+    torch.enable_grad(). A TypeError naming ``trace`` if the field does not depend on x
+    through torch.autograd."""
+    xg = x.detach().requires_grad_(True)
+    v = field(t, xg)
+    if not v.requires_grad:
+        raise TypeError(f"trace={trace!r} differentiates the field with torch.autograd, but "
+                        "field(t, x) does not require grad: does the score detach its input "
+                        "or run under torch.no_grad()?")
+    return xg, v
+
+
+def _vjps(v: Tensor, xg: Tensor, cotangents: Tensor, batched: bool = True
+          ) -> Tuple[Tensor, bool]:
+    """The vector-Jacobian products c_k^T dv/dx for each cotangent c_k of [K, *v.shape],
+    [K, *xg.shape], on v's graph (kept for further calls).
+
+    One batched backward pass (``is_grads_batched=True``, vmap over the cotangents) when
+    ``batched``; if the score's backward has no batching rule (a custom autograd.Function
+    calling host code, an op vmap does not cover), one backward pass per cotangent: the
+    same numbers. Returns the products and whether the batched pass worked, so a caller
+    with several blocks tries it once.
+    """
+    if batched:
+        try:
+            return torch.autograd.grad(v, xg, grad_outputs=cotangents, is_grads_batched=True,
+                                       retain_graph=True)[0], True
+        except solvers.SolverError:
+            raise  # a solver failure inside the score's backward: not a vmap problem
+        except (RuntimeError, NotImplementedError):
+            pass
+    return torch.stack([torch.autograd.grad(v, xg, grad_outputs=c, retain_graph=True)[0]
+                        for c in cotangents]), False
+
+
+def _basis_block(start: int, stop: int, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Cotangents e_j for j in [start, stop), the same e_j for every sample:
+    [stop - start, *x.shape], and the indices j [stop - start]."""
+    batch, dim = x.shape[0], x[0].numel()
+    idx = torch.arange(start, stop, device=x.device)
+    basis = x.new_zeros(stop - start, dim)
+    basis[torch.arange(stop - start, device=x.device), idx] = 1.0
+    return basis[:, None, :].expand(stop - start, batch, dim).reshape(stop - start, *x.shape), idx
 
 
 def exact_divergence(field: Field, t: Tensor, x: Tensor,
                      chunk_size: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """v = field(t, x) and its exact divergence tr(dv/dx), [batch].
 
-    One forward pass (torch.func.vjp) and ceil(D / chunk_size) vmapped backward passes,
-    each over a block of standard basis vectors e_j (the same e_j for every sample of
-    the batch), of which we keep the j-th component: sum_j (e_j^T dv/dx)_j = tr(dv/dx).
+    One forward pass with x requiring grad, then ceil(D / chunk_size) batched backward
+    passes on its graph (``torch.autograd.grad(..., is_grads_batched=True)``), each over a
+    block of standard basis vectors e_j (the same e_j for every sample of the batch), of
+    which we keep the j-th component: sum_j (e_j^T dv/dx)_j = tr(dv/dx). Plain autograd
+    for the forward pass costs less per call than torch.func's transforms (1.2-1.8x less
+    per evaluation on the benchmark's small problems: docs/benchmarks.md, section 3).
+
+    A score whose backward pass cannot be batched (an ``autograd.Function`` without a vmap
+    rule, an op without a batching rule, as in diffusers' UNets) gets one backward pass
+    per basis vector instead, on the same graph: the same numbers, D backward passes.
 
     Returns v (detached, shaped like x) and the divergence [batch].
     """
     batch, dim = x.shape[0], x[0].numel()
     chunk = default_chunk_size(batch, dim) if chunk_size is None else min(chunk_size, dim)
-    with torch.no_grad():  # torch.func differentiates regardless; no graph to parameters
-        try:
-            v, vjp_fn = torch.func.vjp(lambda y: field(t, y), x)
-            batched_vjp = torch.func.vmap(vjp_fn)
-            div = x.new_zeros(batch)
-            for start in range(0, dim, chunk):
-                stop = min(start + chunk, dim)
-                idx = torch.arange(start, stop, device=x.device)
-                basis = x.new_zeros(stop - start, dim)
-                basis[torch.arange(stop - start, device=x.device), idx] = 1.0
-                cot = basis[:, None, :].expand(stop - start, batch, dim).reshape(
-                    stop - start, *x.shape)
-                (rows,) = batched_vjp(cot)  # rows[k, b] = e_{idx[k]}^T dv_b/dx_b
-                rows = rows.reshape(stop - start, batch, dim)
-                div = div + rows.gather(2, idx[:, None, None].expand(-1, batch, 1)).sum((0, 2))
-        except solvers.SolverError:
-            raise  # a solver failure inside the score (e.g. a NaN check): not a torch.func problem
-        except (RuntimeError, NotImplementedError) as exc:
-            raise NotFunctorchCompatibleError(
-                "trace='exact' differentiates the score with torch.func (vjp, then vmap over "
-                f"basis vectors), and that failed: {type(exc).__name__}: {exc}\n"
-                "If the score runs fine on its own, it is not torch.func-compatible: avoid "
-                ".item()/.numpy() and Python control flow on values of x, in-place updates of "
-                "captured tensors, and autograd.Function subclasses without setup_context and "
-                "generate_vmap_rule=True; or use trace='hutchinson', which needs only "
-                "torch.autograd.") from exc
-    return v.detach(), div
+    with torch.enable_grad():
+        xg, v = _forward_with_graph(field, t, x, "exact")
+        div = x.new_zeros(batch)
+        batched = True
+        for start in range(0, dim, chunk):
+            stop = min(start + chunk, dim)
+            cot, idx = _basis_block(start, stop, x)
+            rows, batched = _vjps(v, xg, cot, batched)  # rows[k, b] = e_{idx[k]}^T dv_b/dx_b
+            rows = rows.reshape(stop - start, batch, dim)
+            div = div + rows.gather(2, idx[:, None, None].expand(-1, batch, 1)).sum((0, 2))
+    return v.detach(), div.detach()
 
 
 def hutchinson_divergence(field: Field, t: Tensor, x: Tensor,
@@ -124,16 +157,11 @@ def hutchinson_divergence(field: Field, t: Tensor, x: Tensor,
     """
     batch, n_probes = x.shape[0], probes.shape[0]
     with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        v = field(t, xg)
-        if not v.requires_grad:
-            raise TypeError("trace='hutchinson' needs a field that depends on x through "
-                            "torch.autograd, but field(t, x) does not require grad: does the "
-                            "score detach its input or run under torch.no_grad()?")
+        xg, v = _forward_with_graph(field, t, x, "hutchinson")
         if n_probes == 1:
             (vjp,) = torch.autograd.grad(v, xg, grad_outputs=probes[0])
             vjp = vjp[None]
         else:
-            (vjp,) = torch.autograd.grad(v, xg, grad_outputs=probes, is_grads_batched=True)
+            vjp, _ = _vjps(v, xg, probes)
     est = (vjp * probes).reshape(n_probes, batch, -1).sum(-1)
     return v.detach(), est.transpose(0, 1)

@@ -106,8 +106,9 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             "Radau", "BDF").
         rtol, atol: tolerances of the solve, shared by x and the divergence integral.
         eps: start time in (0, T): the likelihood is that of x under p_eps.
-        trace: "exact" (torch.func vjp + vmap over basis vectors, D vector-Jacobian
-            products per evaluation) or "hutchinson" (n_probes per evaluation, unbiased).
+        trace: "exact" (one forward pass, then batched backward passes over the basis
+            vectors: D vector-Jacobian products per evaluation) or "hutchinson" (n_probes
+            per evaluation, unbiased).
         probe: Hutchinson probe distribution, "rademacher" or "gaussian".
         n_probes: Hutchinson probes per sample, each integrated as its own component along
             the same trajectory; >= 2 gives a standard error.
@@ -138,9 +139,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             ``stats["rows_evaluated"]`` their sum.
 
     Memory: no autograd graph is kept across solver steps. Each evaluation of the
-    divergence builds the graph of one network call (torch.func for the exact trace,
-    torch.autograd for Hutchinson) and frees it before the next, so peak memory grows with
-    the batch but not with the number of steps.
+    divergence builds the graph of one network call (torch.autograd) and frees it before
+    the next, so peak memory grows with the batch but not with the number of steps.
 
     Returns:
         LikelihoodResult (detached tensors; gradients never flow back to x or the score).

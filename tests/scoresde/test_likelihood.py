@@ -18,7 +18,7 @@ from scipy.stats import multivariate_normal
 
 import scoresde as sd
 import solvers
-from scoresde.likelihood import (NotFunctorchCompatibleError, decode, encode,
+from scoresde.likelihood import (decode, encode,
                                  log_likelihood)
 
 EPS = 1e-5
@@ -364,7 +364,9 @@ def test_gradients_neither_needed_nor_leaked(build_sde):
 
 # -- failures --------------------------------------------------------------------------------
 class _OpaqueOp(torch.autograd.Function):
-    """An old-style autograd.Function (no setup_context): fine for autograd, not torch.func."""
+    """-x, with a backward that goes through numpy (as a custom op calling host code would):
+    fine for autograd, but it cannot be batched (vmap has no rule for the host round trip),
+    so the exact trace falls back to one backward pass per basis vector."""
 
     @staticmethod
     def forward(ctx, x):
@@ -372,23 +374,55 @@ class _OpaqueOp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return -grad
+        return torch.from_numpy(-grad.detach().numpy())
 
 
-def test_score_that_torch_func_cannot_trace(build_sde):
+def test_exact_trace_of_a_score_whose_backward_cannot_be_batched(build_sde):
     sde = build_sde("vp")
 
     def score(x, t):
         return _OpaqueOp.apply(x)
 
-    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(NotFunctorchCompatibleError, match="trace='hutchinson'"):
-        log_likelihood(score, sde, x)
-    # the Hutchinson trace needs only autograd; score = -x is N(0, I) at every t:
-    # div v = D (beta/2 (-1) + beta/2) = 0, so the result is the prior's density of z = x.
-    res = log_likelihood(score, sde, x, trace="hutchinson", n_probes=2,
-                         generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(res.delta_logp, torch.zeros(2), rtol=0, atol=1e-8)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(RuntimeError):  # the premise: autograd cannot batch its backward
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(score(xg, None), xg, grad_outputs=torch.ones(2, *x.shape,
+                            dtype=x.dtype), is_grads_batched=True)
+    # score = -x is the score of N(0, I) at every t: div v = D (beta/2 (-1) + beta/2) = 0,
+    # so the result is the prior's density of z = x, by either trace.
+    for kw in (dict(trace="exact"), dict(trace="exact", chunk_size=2),
+               dict(trace="hutchinson", n_probes=2, generator=torch.Generator().manual_seed(0))):
+        res = log_likelihood(score, sde, x, **kw)
+        torch.testing.assert_close(res.delta_logp, torch.zeros(2, dtype=x.dtype), rtol=0,
+                                   atol=1e-12)
+        torch.testing.assert_close(res.z, x, rtol=0, atol=1e-9)
+
+
+def test_exact_divergence_fallback_equals_batched_backward():
+    """The per-basis-vector fallback gives the batched backward's numbers (a random
+    two-layer field in D = 5, float64), and both equal the Jacobian's trace."""
+    from scoresde.likelihood import exact_divergence
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g,
+                                                                             dtype=torch.float64)
+
+    def smooth(t, x):
+        return torch.tanh(x @ w1.T + t) @ w2.T
+
+    def opaque(t, x):
+        return _OpaqueOp.apply(-smooth(t, x))
+
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda y: smooth(t, y[None])[0], row)
+                       for row in x])
+    want = torch.diagonal(jac, dim1=1, dim2=2).sum(1)
+    for chunk in (None, 1, 2):
+        v, div = exact_divergence(smooth, t, x, chunk)
+        torch.testing.assert_close(div, want, rtol=1e-14, atol=1e-14)
+        v2, div2 = exact_divergence(opaque, t, x, chunk)
+        torch.testing.assert_close(div2, want, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(v, smooth(t, x), rtol=0, atol=0)
 
 
 def test_step_budget_is_reported(build_sde):
