@@ -304,7 +304,7 @@ def plot_ratios(plot: List[Tuple[str, list]], cfg: C.Config) -> str:
     a bar being (loop, source, verdict ratio, measure()'s row or None). Returns the
     Markdown image path."""
     plt = C.pyplot()
-    fig, axes = plt.subplots(1, len(plot), figsize=(6.5 * len(plot), 4.5),
+    fig, axes = plt.subplots(1, len(plot), figsize=(6.5 * len(plot), 5.0),
                              constrained_layout=True)
     for ax, (key, bars) in zip(axes, plot):
         ys = list(range(len(bars)))
@@ -325,7 +325,7 @@ def plot_ratios(plot: List[Tuple[str, list]], cfg: C.Config) -> str:
         ax.invert_yaxis()
         ax.set_xlabel("time per NFE / bare network call")
         ax.set_title(f"overhead, {key} ({C.device_name(cfg.device)})")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     return C.save_figure(fig, cfg, "bench_overhead")
 
 
