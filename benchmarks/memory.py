@@ -32,8 +32,7 @@ SAMPLERS = (("ode_heun", 40, "20 Heun steps"), ("dpm_solver++", 10, "10 steps"),
             ("euler_maruyama", 100, "100 steps"))
 CHUNK = 16_384                                # sample(batch_size=) for the chunked row
 # --quick leaves out the longest 1e6-point runs (on 2 cores: 100 NFE ~17 min, 40 NFE ~4 min)
-# and the 1e5-point runs of the two samplers whose slope is then not fitted (~80 s; their
-# peak at 1e5 stays under the import high-water mark anyway)
+# and the 1e5-point runs of the two samplers whose slope is then not fitted (~80 s)
 # (likewise dpm_solver++ at 1e5, ~19 s: its slope is fitted from 1e4 and 1e6 alone)
 QUICK_SKIP = {("euler_maruyama", 1_000_000), ("ode_heun", 1_000_000),
               ("euler_maruyama", 100_000), ("ode_heun", 100_000), ("dpm_solver++", 100_000)}
@@ -51,8 +50,19 @@ STEPS_TARGET = 1.15                    # likelihood: peak at rtol 1e-5 <= 1.15 x
 
 # -- the child: one measurement ---------------------------------------------------------------
 def _peak_mb(device: torch.device) -> float:
+    """The process's peak memory in MiB: on CUDA the allocator's peak; on a CPU the resident
+    high-water mark VmHWM of /proc/self/status. Not ru_maxrss: Linux carries it across
+    exec, so a child started by a parent holding 800 MiB reported at least 800 MiB
+    whatever it did (every cell of this table read 556-784 MiB before)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024           # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -144,8 +154,8 @@ def run(cfg: C.Config) -> C.Section:
             scale_runs = res
         ok = all("error" not in r for r in res.values())
         nfe = next((r["nfe"] for r in res.values() if "nfe" in r), "?")
-        # Below ~1e6 points the peak stays under the high-water mark of importing torch,
-        # so a slope fitted without the 1e6 run would read 0: fit and judge only with it.
+        # Fit and judge only with the 1e6 run: below it the activations are a few MiB,
+        # within the allocator's and the imports' own variation.
         fitted = ok and SIZES[-1] in res
         slope = _slope([(n, res[n]["mb"]) for n in sizes]) if fitted else float("nan")
         rows.append([f"`{solver}`, {label}", str(nfe)]

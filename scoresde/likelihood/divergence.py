@@ -118,7 +118,7 @@ def exact_divergence(field: Field, t: Tensor, x: Tensor,
     passes on its graph (``torch.autograd.grad(..., is_grads_batched=True)``), each over a
     block of standard basis vectors e_j (the same e_j for every sample of the batch), of
     which we keep the j-th component: sum_j (e_j^T dv/dx)_j = tr(dv/dx). Plain autograd
-    for the forward pass costs less per call than torch.func's transforms (1.2-1.8x less
+    for the forward pass costs less per call than torch.func's transforms (1.1-1.5x less
     per evaluation on the benchmark's small problems: docs/benchmarks.md, section 3).
 
     A score whose backward pass cannot be batched (an ``autograd.Function`` without a vmap
