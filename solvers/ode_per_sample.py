@@ -35,8 +35,9 @@ from .progress import TimeBar
 from .result import Solution
 from .validation import check_positive, check_positive_int, check_tensor, check_time_span
 
-#: ``field(t, x)`` with ``t`` a ``[rows]`` time per row of ``x``; rows are independent.
-RowField = Callable[[Tensor, Tensor], Tensor]
+#: ``field(t, x)`` with ``t`` a ``[rows]`` time per row of ``x``; rows are independent
+#: (``field(t, x, data)`` with the rows' ``row_data`` when that is given).
+RowField = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def odeint_per_sample(
     first_step: Optional[float] = None,
     progress: bool = False,
     method: EmbeddedTableau = DOPRI5,
+    row_data: Optional[Tensor] = None,
 ) -> Solution:
     """Solve ``dx/dt = field(t, x)`` from ``t0`` to ``t1`` with error control per sample.
 
@@ -125,6 +127,10 @@ def odeint_per_sample(
             per sample (Hairer, Norsett & Wanner's rule, one evaluation).
         progress: a tqdm bar over the time of the slowest sample.
         method: the embedded pair (default Dormand--Prince 5(4)).
+        row_data: ``[batch, ...]`` constants that belong to the samples (a Hutchinson probe
+            per sample, a class label): the field is then called as
+            ``field(t, x, row_data[rows])``, with the rows of the samples in flight, in the
+            same order as ``x``'s.
 
     Returns:
         :class:`Solution` with the state at ``t1``. ``stats``: ``nfe`` (calls of the field,
@@ -152,7 +158,20 @@ def odeint_per_sample(
 
     tab, dev, batch = method.tableau, x0.device, x0.shape[0]
     direction = 1.0 if t1 > t0 else -1.0
-    guard = IntervalField(field, x0, t0, t1)
+    if row_data is not None:
+        check_tensor("row_data", row_data)
+        if row_data.dim() < 1 or row_data.shape[0] != x0.shape[0]:
+            raise ValueError(f"row_data must have one row per sample, shape [{x0.shape[0]}, "
+                             f"...], got shape {tuple(row_data.shape)}")
+    in_flight = {"rows": None}     # the rows being stepped (None: all), read by the field
+
+    def row_field(t: Tensor, x: Tensor) -> Tensor:
+        if row_data is None:
+            return field(t, x)
+        rows = in_flight["rows"]
+        return field(t, x, row_data if rows is None else row_data[rows])
+
+    guard = IntervalField(row_field, x0, t0, t1)
     tf = dict(dtype=torch.float64, device=dev)
     t = torch.full((batch,), t0, **tf)          # times kept in float64 whatever x's dtype
     t_end = torch.tensor(t1, **tf)
@@ -175,6 +194,7 @@ def odeint_per_sample(
             if rows.numel() == 0:
                 break
             whole = rows.numel() == batch
+            in_flight["rows"] = None if whole else rows
             xa, ta, ha, fa = ((x, t, h, f) if whole else (x[rows], t[rows], h[rows], f[rows]))
             attempts = accepted[rows] + rejected[rows]
             if bool((attempts >= max_steps).any()):

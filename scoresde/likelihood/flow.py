@@ -130,7 +130,8 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
             stream ``PROBES``), whatever the batch, ``batch_size`` or process.
         sample_offset: the global index of x's first sample (with ``seed``).
         per_sample: error control per sample (``solvers.odeint_per_sample``, Dormand--Prince
-            5(4); needs ``method="dopri5"`` and ``trace="exact"``): each sample has its own
+            5(4); needs ``method="dopri5"``; either trace, each sample keeping its own
+            Hutchinson probes as it leaves the batch): each sample has its own
             step size and accept/reject decision, in its own error norm, so one hard sample
             no longer sets the steps of the batch, and a sample leaves the batch when it
             reaches T (later evaluations are made on the samples still in flight). ``nfe``
@@ -157,9 +158,6 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
     if per_sample and method != "dopri5":
         raise ValueError(f"per_sample=True runs the per-sample Dormand-Prince 5(4) solver, so "
                          f"method must be 'dopri5', got method={method!r}")
-    if per_sample and trace != "exact":
-        raise ValueError(f"per_sample=True needs trace='exact' (Hutchinson probes are fixed "
-                         f"per sample of the whole batch), got trace={trace!r}")
 
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -182,7 +180,7 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         stats_extra["chunk_size"] = (default_chunk_size(batch, dim) if chunk_size is None
                                      else min(chunk_size, dim))
 
-        def divergence(t: Tensor, xt: Tensor) -> Tuple[Tensor, Tensor]:
+        def divergence(t: Tensor, xt: Tensor, _: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
             v, div = exact_divergence(v_field, t, xt, chunk_size)
             return v, div[:, None]
     else:
@@ -190,13 +188,16 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         probes = draw_probes(probe, n_probes, x, generator, seeded)
         stats_extra.update(probe=probe, n_probes=n_probes)
 
-        def divergence(t: Tensor, xt: Tensor) -> Tuple[Tensor, Tensor]:
-            return hutchinson_divergence(v_field, t, xt, probes)
+        def divergence(t: Tensor, xt: Tensor, rows_probes: Optional[Tensor]
+                       ) -> Tuple[Tensor, Tensor]:
+            # per_sample: the probes of the samples in flight, [rows, K, *dims]
+            own = probes if rows_probes is None else rows_probes.movedim(1, 0)
+            return hutchinson_divergence(v_field, t, xt, own)
 
-    def augmented(t: Tensor, state: Tensor) -> Tensor:
+    def augmented(t: Tensor, state: Tensor, rows_probes: Optional[Tensor] = None) -> Tensor:
         # rows: the whole batch, or (per_sample) the samples still in flight
         rows = state.shape[0]
-        v, div = divergence(t, state[:, :dim].reshape(rows, *x.shape[1:]))
+        v, div = divergence(t, state[:, :dim].reshape(rows, *x.shape[1:]), rows_probes)
         return torch.cat([v.reshape(rows, dim), div.to(state.dtype)], dim=1)
 
     state0 = torch.cat([x.reshape(batch, dim), x.new_zeros(batch, n_cols)], dim=1)
@@ -204,8 +205,10 @@ def log_likelihood(score: ScoreFn, sde: SDE, x: Tensor, *, method: str = "dopri5
         ", per_sample=True)" if per_sample else ")")
     with torch.no_grad(), solvers.naming_solver(name):
         if per_sample:
-            sol = solvers.odeint_per_sample(augmented, state0, eps, sde.T, rtol=rtol,
-                                            atol=atol, max_steps=max_steps, progress=progress)
+            sol = solvers.odeint_per_sample(
+                augmented, state0, eps, sde.T, rtol=rtol, atol=atol, max_steps=max_steps,
+                progress=progress,
+                row_data=probes.movedim(0, 1) if trace == "hutchinson" else None)
         else:
             sol = solvers.odeint_adaptive(augmented, state0, eps, sde.T, method=method,
                                           rtol=rtol, atol=atol, max_steps=max_steps,
