@@ -95,7 +95,7 @@ def _vjps(v: Tensor, xg: Tensor, cotangents: Tensor, batched: bool = True
         except solvers.SolverError:
             raise  # a solver failure inside the score's backward: not a vmap problem
         except (RuntimeError, NotImplementedError):
-            pass
+            pass  # no batching rule; any other fault of the backward recurs, and is raised, below
     return torch.stack([torch.autograd.grad(v, xg, grad_outputs=c, retain_graph=True)[0]
                         for c in cotangents]), False
 
