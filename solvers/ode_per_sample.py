@@ -8,7 +8,9 @@ its own time ``t_i``, step ``h_i`` and error norm
 
 over its own entries j only: a sample is accepted when err_i <= 1, and its next step is
 h_i * clip(0.9 err_i^(-1/5), 0.2, 10) (HNW I, eq. II.4.13, q = 4 the order of the
-embedded estimate; after a rejection the factor is at most 1). One hard sample takes
+embedded estimate; at most 1 on the attempt that follows a rejection, HNW I p. 168).
+This is scipy's RK45 (the same pair, error estimate and controller): a batch of one sample
+takes its steps and evaluations exactly. One hard sample takes
 small steps alone instead of forcing them on the batch, and a sample that reaches ``t1``
 leaves the batch: each evaluation is made on the samples still in flight only, so the
 work is the sum of the samples' own step counts, not the batch size times the worst one.
@@ -84,12 +86,14 @@ DOPRI5 = EmbeddedTableau(
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0   # the controller's constants (HNW I, II.4)
 
 
-def step_factor(err: Tensor, accepted: Tensor, error_order: int) -> Tensor:
-    """Next step over this one, per sample: clip(0.9 err^(-1/(q+1)), 0.2, 10), at most 1
-    after a rejection (Hairer, Norsett & Wanner, Solving ODEs I, eq. II.4.13)."""
+def step_factor(err: Tensor, after_rejection: Tensor, error_order: int) -> Tensor:
+    """Next step over this one, per sample: clip(0.9 err^(-1/(q+1)), 0.2, 10) (Hairer,
+    Norsett & Wanner, Solving ODEs I, eq. II.4.13), and at most 1 where the previous attempt
+    was rejected (ibid., p. 168: facmax = 1 right after a rejection; scipy's RK45 does the
+    same), so that a step accepted after a rejection does not grow straight back into it."""
     factor = (SAFETY * err.clamp(min=1e-10) ** (-1.0 / (error_order + 1))).clamp(MIN_FACTOR,
                                                                                   MAX_FACTOR)
-    return torch.where(accepted, factor, factor.clamp(max=1.0))
+    return torch.where(after_rejection, factor.clamp(max=1.0), factor)
 
 
 def _rows(v: Tensor, like: Tensor) -> Tensor:
@@ -185,6 +189,7 @@ def odeint_per_sample(
     nfe = torch.full((batch,), guard.calls, dtype=torch.int64, device=dev)
     accepted = torch.zeros(batch, dtype=torch.int64, device=dev)
     rejected = torch.zeros_like(accepted)
+    after_rejection = torch.zeros(batch, dtype=torch.bool, device=dev)
     active = torch.ones(batch, dtype=torch.bool, device=dev)
     bar = TimeBar(t0, t1, progress, desc=tab.name)
     iterations = 0
@@ -195,7 +200,8 @@ def odeint_per_sample(
                 break
             whole = rows.numel() == batch
             in_flight["rows"] = None if whole else rows
-            xa, ta, ha, fa = ((x, t, h, f) if whole else (x[rows], t[rows], h[rows], f[rows]))
+            xa, ta, ha, fa, ra = ((x, t, h, f, after_rejection) if whole else
+                                  (x[rows], t[rows], h[rows], f[rows], after_rejection[rows]))
             attempts = accepted[rows] + rejected[rows]
             if bool((attempts >= max_steps).any()):
                 worst = int(attempts.argmax())
@@ -222,16 +228,20 @@ def odeint_per_sample(
             x_upd = torch.where(okx, x_new, xa)
             f_upd = torch.where(okx, ks[-1], fa)
             t_upd = torch.where(ok, t_next, ta)
-            h_upd = ha * step_factor(err_norm, ok, method.error_order)
+            # the factor that follows a rejection is capped at 1 (ra), on this attempt's
+            # acceptance or on a further rejection alike
+            h_upd = ha * step_factor(err_norm, ra | ~ok, method.error_order)
+            r_upd = ~ok
             done = ok & last
             if whole:
-                x, f, t, h = x_upd, f_upd, t_upd, h_upd
+                x, f, t, h, after_rejection = x_upd, f_upd, t_upd, h_upd, r_upd
                 active = ~done
             else:
                 x = x.index_copy(0, rows, x_upd)
                 f = f.index_copy(0, rows, f_upd)
                 t = t.index_copy(0, rows, t_upd)
                 h = h.index_copy(0, rows, h_upd)
+                after_rejection = after_rejection.index_copy(0, rows, r_upd)
                 active = active.index_copy(0, rows, ~done)
             nfe.index_add_(0, rows, torch.full_like(rows, tab.stages - 1))
             accepted.index_add_(0, rows, ok.long())

@@ -69,6 +69,40 @@ def test_closed_form_and_per_sample_steps(tol):
     assert torch.equal(nfe, 2 + 6 * attempts)
 
 
+def van_der_pol(t, x):
+    """dx/dt = y, dy/dt = -x + 5 (1 - x^2) y: a limit cycle with sharp turns (rejections)."""
+    return torch.stack([x[:, 1], -x[:, 0] + 5.0 * (1 - x[:, 0] ** 2) * x[:, 1]], 1)
+
+
+@pytest.mark.parametrize("field, y0, t1, tol, first_step", [
+    (riccati, [20.0], 2.0, 1e-8, 0.5),        # a first step far too large: 4 rejections
+    (riccati, [2.0], 2.0, 1e-6, None),
+    (van_der_pol, [2.0, 0.0], 10.0, 1e-6, None),   # 11 rejections
+    (van_der_pol, [2.0, 0.0], 10.0, 1e-6, 0.3),    # 13 rejections
+])
+def test_one_sample_is_scipys_rk45(field, y0, t1, tol, first_step):
+    """One sample takes scipy's RK45 steps exactly (independent code of the same method:
+    Dormand-Prince 5(4) with the 1980 error estimate, HNW's first step and controller with
+    facmax = 1 after a rejection): the same evaluations, accepted and rejected steps, and
+    the end state to rounding."""
+    solve_ivp = pytest.importorskip("scipy.integrate").solve_ivp
+
+    def f_np(t, y):
+        return field(torch.tensor([t], dtype=F64), torch.from_numpy(y)[None].to(F64))[0].numpy()
+
+    kw = {} if first_step is None else {"first_step": first_step}
+    ref = solve_ivp(f_np, (0.0, t1), y0, method="RK45", rtol=tol, atol=tol, **kw)
+    sol = odeint_per_sample(field, torch.tensor([y0], dtype=F64), 0.0, t1, rtol=tol, atol=tol,
+                            **kw)
+    accepted = len(ref.t) - 1
+    start = 1 if first_step else 2        # f(t0), and the initial-step trial when chosen
+    assert sol.stats["nfe"] == ref.nfev
+    assert sol.stats["accepted"] == accepted
+    assert sol.stats["rejected"] == (ref.nfev - start) // 6 - accepted
+    torch.testing.assert_close(sol.x[0], torch.tensor(ref.y[:, -1], dtype=F64),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_tolerance_proportionality():
     """The global error of a 5(4) pair in local-extrapolation mode falls about in
     proportion to the tolerance: 1e-3 less tolerance, 10^2.3..10^3.7 less error."""
