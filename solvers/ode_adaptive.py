@@ -44,7 +44,10 @@ class AdaptiveMethod:
 ADAPTIVE_ODE_METHODS: Dict[str, AdaptiveMethod] = {
     m.name: m
     for m in (
-        AdaptiveMethod("dopri5", "torchdiffeq", 5, 4, "Dormand & Prince (1980), J. Comput. Appl. Math. 6"),
+        AdaptiveMethod("dopri5", "torchdiffeq", 5, 4,
+                       "Dormand & Prince (1980), J. Comput. Appl. Math. 6, solution weights; "
+                       "torchdiffeq's embedded estimate (Dormand-Prince-Shampine tableau), "
+                       "smaller than the paper's, so looser than RK45 at equal rtol"),
         AdaptiveMethod("bosh3", "torchdiffeq", 3, 2, "Bogacki & Shampine (1989), Appl. Math. Lett. 2"),
         AdaptiveMethod("adaptive_heun", "torchdiffeq", 2, 1, "Heun's method with an embedded Euler error estimate"),
         AdaptiveMethod("dopri8", "torchdiffeq", 8, 7, "Prince & Dormand (1981), J. Comput. Appl. Math. 7"),
