@@ -228,9 +228,9 @@ def odeint_per_sample(
             x_upd = torch.where(okx, x_new, xa)
             f_upd = torch.where(okx, ks[-1], fa)
             t_upd = torch.where(ok, t_next, ta)
-            # the factor that follows a rejection is capped at 1 (ra), on this attempt's
-            # acceptance or on a further rejection alike
-            h_upd = ha * step_factor(err_norm, ra | ~ok, method.error_order)
+            # capped at 1 where the previous attempt was rejected (a rejected attempt's own
+            # factor is below 0.9 already)
+            h_upd = ha * step_factor(err_norm, ra, method.error_order)
             r_upd = ~ok
             done = ok & last
             if whole:
