@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from scipy.integrate import solve_ivp
 
 from solvers import (DOPRI5, ButcherTableau, CountingFunction, MaxStepsError,
                      NonFiniteStateError, odeint_adaptive, odeint_per_sample)
@@ -85,8 +86,6 @@ def test_one_sample_is_scipys_rk45(field, y0, t1, tol, first_step):
     Dormand-Prince 5(4) with the 1980 error estimate, HNW's first step and controller with
     facmax = 1 after a rejection): the same evaluations, accepted and rejected steps, and
     the end state to rounding."""
-    solve_ivp = pytest.importorskip("scipy.integrate").solve_ivp
-
     def f_np(t, y):
         return field(torch.tensor([t], dtype=F64), torch.from_numpy(y)[None].to(F64))[0].numpy()
 
